@@ -37,44 +37,88 @@ class Settings:
     """Everything a kernel process needs to know, loaded once at start."""
 
     # -- where things live
-    home: Path = setting(Path("var"), "Data directory: embedded databases, spill files, reports, lock.")
-    database_url: str = setting("", "PostgreSQL DSN; empty starts an embedded PostgreSQL under home.", secret=True)
-    redis_url: str = setting("", "Redis URL; empty starts an embedded Redis under home.", secret=True)
+    home: Path = setting(
+        Path("var"), "Data directory: embedded databases, spill files, reports, lock."
+    )
+    database_url: str = setting(
+        "", "PostgreSQL DSN; empty starts an embedded PostgreSQL under home.", secret=True
+    )
+    redis_url: str = setting(
+        "", "Redis URL; empty starts an embedded Redis under home.", secret=True
+    )
     redis_prefix: str = setting("aegis:", "Prefix of every Redis key this kernel writes.")
     log_level: str = setting("INFO", "Log level.", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
     # -- kernel
-    heartbeat_deadline_s: float = setting(5.0, "A child whose heartbeat is older than this is restarted.")
+    heartbeat_deadline_s: float = setting(
+        5.0, "A child whose heartbeat is older than this is restarted."
+    )
     kill_grace_s: float = setting(3.0, "SIGTERM to SIGKILL grace for a hung child.")
     shutdown_deadline_s: float = setting(20.0, "Graceful shutdown deadline before SIGKILL.")
     restart_backoff_max_s: float = setting(30.0, "Ceiling of the exponential restart backoff.")
     restart_stable_s: float = setting(60.0, "Uptime after which a child's backoff resets.")
-    crash_loop_restarts: int = setting(5, "More restarts than this within the window is a crash loop.")
+    crash_loop_restarts: int = setting(
+        5, "More restarts than this within the window is a crash loop."
+    )
     crash_loop_window_s: float = setting(300.0, "Window of the crash-loop count.")
-    memory_ceiling_mb: int = setting(1024, "A child whose RSS exceeds this is restarted (reason memory).")
-    metrics_port: int = setting(9464, "Prometheus /metrics and /healthz port on 127.0.0.1; 0 disables.")
+    start_timeout_s: float = setting(30.0, "A child not ready this long after start is restarted.")
+    warm_spares: bool = setting(
+        True, "Keep a pre-started spare per process: ~0.1 s restarts, ~175 MB each."
+    )
+    memory_ceiling_mb: int = setting(
+        1024, "A child whose RSS exceeds this is restarted (reason memory)."
+    )
+    metrics_port: int = setting(
+        9464, "Prometheus /metrics and /healthz port on 127.0.0.1; 0 disables."
+    )
     ring_capacity: int = setting(65536, "Records per ring (a power of two).")
 
     # -- market data
-    rest_url: str = setting("https://api.binance.com", "Binance REST base URL (or the simulator's).")
+    rest_url: str = setting(
+        "https://api.binance.com", "Binance REST base URL (or the simulator's)."
+    )
     ws_url: str = setting("wss://stream.binance.com:9443", "Binance market-stream base URL.")
-    ws_api_url: str = setting("wss://ws-api.binance.com:443/ws-api/v3", "Binance WebSocket API URL.")
+    ws_api_url: str = setting(
+        "wss://ws-api.binance.com:443/ws-api/v3", "Binance WebSocket API URL."
+    )
     symbols: tuple[str, ...] = setting((), "Explicit symbol list (comma separated); empty = top N.")
-    top_n: int = setting(300, "Universe size when no symbols are listed: top N by 24 h quote volume.")
+    top_n: int = setting(
+        300, "Universe size when no symbols are listed: top N by 24 h quote volume."
+    )
     quote_asset: str = setting("USDT", "Quote asset of the universe.")
     weight_share: float = setting(0.5, "Share of Binance's REST weight limit the kernel may use.")
 
     # -- brain
-    decision_timeframe: str = setting("5m", "Timeframe of decisions.", choices=("1m", "5m", "15m", "1h"))
+    decision_timeframe: str = setting(
+        "5m", "Timeframe of decisions.", choices=("1m", "5m", "15m", "1h")
+    )
     entry_threshold_pct: float = setting(0.05, "Minimum predicted net % return to trade.")
-    sizing: str = setting("fixed_fractional", "Position sizing.", choices=("fixed_fractional", "kelly", "atr"))
+    sizing: str = setting(
+        "fixed_fractional", "Position sizing.", choices=("fixed_fractional", "kelly", "atr")
+    )
     risk_per_trade_pct: float = setting(0.5, "Equity % risked per trade (fixed fractional).")
     kelly_fraction: float = setting(0.25, "Fraction of full Kelly.")
     max_position_pct: float = setting(10.0, "Cap of one position, % of equity.")
     max_open_positions: int = setting(10, "Cap of concurrent positions.")
     max_symbol_exposure_pct: float = setting(10.0, "Cap of exposure per symbol, % of equity.")
+    candidate_rule: str = setting(
+        "smc_long", "Candidate entry rule.", choices=("smc_long", "ema_crossover")
+    )
+    cold_start_notional: float = setting(10.0, "Entry size (quote) while no model is champion.")
+    cold_start_min_confidence: float = setting(
+        0.5, "Minimum rule confidence to trade at cold start."
+    )
+    atr_stop_multiple: float = setting(2.0, "ATR sizing: stop distance = k x ATR%.")
+    brain_warm_up_days: float = setting(
+        30.0, "History loaded from market_data when the brain starts."
+    )
     retrain_min_rows: int = setting(500, "New labelled rows that trigger a retrain.")
     retrain_interval_s: float = setting(3600.0, "Elapsed time that triggers a retrain.")
+    train_folds: int = setting(4, "Walk-forward folds of a training run.")
+    promotion_min_trades: int = setting(30, "Held-out trades a challenger needs before promotion.")
+    promotion_min_t_stat: float = setting(
+        2.0, "Minimum t-statistic of the held-out mean net return."
+    )
 
     # -- executor
     mode: str = setting("paper", "Trading mode.", choices=("paper", "live"))
@@ -89,6 +133,19 @@ class Settings:
     max_drawdown_pct: float = setting(15.0, "Kill switch: drawdown from the equity peak, %.")
     min_entry_interval_s: float = setting(300.0, "Minimum time between entries on one symbol.")
     recv_window_ms: int = setting(5000, "recvWindow of signed requests.")
+    rest_timeout_s: float = setting(10.0, "REST request timeout.")
+    paper_fill_deadline_s: float = setting(
+        0.0, "Reject a paper intent whose entry bar opens later than this; 0 = never."
+    )
+    live_reconcile_interval_s: float = setting(
+        300.0, "Periodic reconciliation with the exchange (live)."
+    )
+    live_unknown_grace_s: float = setting(
+        10.0, "Age after which an order the exchange doesn't know counts as never sent."
+    )
+    user_stream_max_connection_s: float = setting(
+        84600.0, "User-data stream rollover, before Binance's 24 h cut."
+    )
     api_key: str = setting("", "Binance API key (live mode).", secret=True)
     api_secret: str = setting("", "Binance API secret (live mode).", secret=True)
 
@@ -97,6 +154,10 @@ class Settings:
     telegram_bot_token: str = setting("", "Telegram bot token; empty disables.", secret=True)
     telegram_chat_id: str = setting("", "Telegram chat id.")
     telegram_api_url: str = setting("https://api.telegram.org", "Telegram Bot API base URL.")
+    notify_queue_size: int = setting(
+        100, "Pending notifications per channel before new ones are dropped."
+    )
+    notify_timeout_s: float = setting(10.0, "Timeout of one notification request.")
 
     def __repr__(self) -> str:
         parts = []
@@ -223,8 +284,11 @@ def _check(s: Settings) -> None:
         if not ok:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: {why}")
 
-    need(s.ring_capacity > 0 and s.ring_capacity & (s.ring_capacity - 1) == 0, "ring_capacity",
-         "must be a power of two")
+    need(
+        s.ring_capacity > 0 and s.ring_capacity & (s.ring_capacity - 1) == 0,
+        "ring_capacity",
+        "must be a power of two",
+    )
     need(0 < s.weight_share <= 1, "weight_share", "must be in (0, 1]")
     need(s.top_n > 0, "top_n", "must be positive")
     need(0 <= s.commission_pct < 5, "commission_pct", "must be in [0, 5)")
@@ -235,7 +299,15 @@ def _check(s: Settings) -> None:
     need(0 < s.max_position_pct <= 100, "max_position_pct", "must be in (0, 100]")
     need(s.starting_equity > 0, "starting_equity", "must be positive")
     need(s.heartbeat_deadline_s > 0, "heartbeat_deadline_s", "must be positive")
+    need(s.cold_start_notional >= 0, "cold_start_notional", "must not be negative")
+    need(s.train_folds >= 2, "train_folds", "must be at least 2")
+    need(s.promotion_min_trades >= 1, "promotion_min_trades", "must be positive")
+    need(s.notify_queue_size >= 1, "notify_queue_size", "must be positive")
+    need(s.rest_timeout_s > 0, "rest_timeout_s", "must be positive")
     need(1000 <= s.recv_window_ms <= 60000, "recv_window_ms", "must be within 1000..60000")
     need(0 <= s.metrics_port < 65536, "metrics_port", "must be a TCP port")
-    need(s.mode != "live" or (s.api_key and s.api_secret), "api_key",
-         "live mode needs AEGIS_API_KEY and AEGIS_API_SECRET (or their *_FILE forms)")
+    need(
+        s.mode != "live" or (s.api_key and s.api_secret),
+        "api_key",
+        "live mode needs AEGIS_API_KEY and AEGIS_API_SECRET (or their *_FILE forms)",
+    )

@@ -54,8 +54,12 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
-            "platform": platform.platform()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def run_area_in_subprocess(area: str) -> dict:
@@ -96,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / "latest.json"
     path.write_text(json.dumps(report, indent=2, sort_keys=True))
     failed = [a for a, r in report["areas"].items() if "error" in r]
-    print(f"\nwrote {path.relative_to(HERE.parent)}"
-          + (f"; FAILED areas: {', '.join(failed)}" if failed else ""))
+    print(
+        f"\nwrote {path.relative_to(HERE.parent)}"
+        + (f"; FAILED areas: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

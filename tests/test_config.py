@@ -25,8 +25,14 @@ def test_settings_are_frozen():
 
 
 def test_settings_environment_values_are_coerced_to_field_types():
-    s = Settings.load({"AEGIS_TOP_N": "50", "AEGIS_COMMISSION_PCT": "0.075",
-                       "AEGIS_SYMBOLS": "btcusdt, ethusdt", "AEGIS_HOME": "/tmp/x"})
+    s = Settings.load(
+        {
+            "AEGIS_TOP_N": "50",
+            "AEGIS_COMMISSION_PCT": "0.075",
+            "AEGIS_SYMBOLS": "btcusdt, ethusdt",
+            "AEGIS_HOME": "/tmp/x",
+        }
+    )
     assert s.top_n == 50
     assert s.commission_pct == 0.075
     assert s.symbols == ("BTCUSDT", "ETHUSDT")
@@ -63,8 +69,9 @@ def test_settings_live_mode_without_keys_is_refused():
 def test_settings_secret_from_file_is_read_and_never_printed(tmp_path):
     secret = tmp_path / "secret"
     secret.write_text("s3cr3t-value\n")
-    s = Settings.load({"AEGIS_MODE": "live", "AEGIS_API_KEY": "key-value",
-                       "AEGIS_API_SECRET_FILE": str(secret)})
+    s = Settings.load(
+        {"AEGIS_MODE": "live", "AEGIS_API_KEY": "key-value", "AEGIS_API_SECRET_FILE": str(secret)}
+    )
     assert s.api_secret == "s3cr3t-value"
     assert "s3cr3t-value" not in repr(s) and "key-value" not in str(s)
 

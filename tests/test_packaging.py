@@ -17,7 +17,10 @@ def test_package_dir_maps_every_folder_under_aegis():
     assert mapping["aegis.ringbuffer"] == "ringbuffer"
     assert mapping["aegis.processes"] == "processes"
     assert mapping["aegis.schema"] == "schema"
-    assert all(name == "aegis" or name.startswith("aegis.") for name in config["tool"]["setuptools"]["packages"])
+    assert all(
+        name == "aegis" or name.startswith("aegis.")
+        for name in config["tool"]["setuptools"]["packages"]
+    )
 
 
 def test_every_python_folder_is_a_declared_package():
@@ -39,8 +42,9 @@ def test_console_script_entry_point_is_aegis_cli_main():
 
 
 def test_cli_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "aegis.cli", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for command in ("run", "simulate", "backtest", "train", "migrate", "status"):
         assert command in out
 
@@ -49,7 +53,8 @@ def test_cli_bad_configuration_exits_with_config_code_and_names_the_variable():
     import os
 
     env = {**os.environ, "AEGIS_NO_SUCH_SETTING": "1"}
-    proc = subprocess.run([sys.executable, "-m", "aegis.cli", "status"], capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aegis.cli", "status"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 78
     assert "AEGIS_NO_SUCH_SETTING" in proc.stderr

@@ -1,0 +1,354 @@
+"""``IntentLedger``: the live exchange's book of unfinished intents and how answers settle it.
+
+Each intent not yet finished has an ``IntentBook``: the intent, its entry order, its exit
+orders, the fills journaled per order and the open position. ``settle`` is the one path by
+which an exchange answer (new-order answer, query, reconciliation) changes the book: it
+journals the state with its fills (one atomic write), then opens or closes the position, so a
+crash between two writes leaves the journal behind the exchange, never ahead; should a journal
+hold a final state without all of its fills, ``rebuild`` marks that order for another query. Events for the executor collect in ``outbox``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from aegis.binance.account import AccountCache
+from aegis.binance.journal import (
+    ROLE_ENTRY,
+    ROLE_EXIT,
+    JournalFill,
+    JournalOrder,
+    JournalState,
+    OrderJournal,
+    OrderState,
+    PositionMark,
+)
+from aegis.binance.live_book import (
+    LiveMarket,
+    close_trade,
+    fill_totals,
+    fills_from_answer,
+    intent_from_detail,
+    open_position,
+    remainder_fill,
+)
+from aegis.binance.models import ExchangeOrder
+from aegis.binance.user_events import OrderUpdate
+from aegis.paper.events import IntentRejected, PaperEvent, PositionOpened, TradeClosed
+from aegis.paper.exits import EXIT_FORCED
+from aegis.paper.intents import PaperIntent
+from aegis.paper.positions import PaperPosition, PaperTrade
+
+log = logging.getLogger(__name__)
+
+REJECT_EXCHANGE_PREFIX = "exchange:"
+REJECT_NOT_SENT = "not_sent"  # journaled, then the process died before sending
+STATUS_UNSETTLED = "UNSETTLED"  # final on the exchange, fills not all journaled: query again
+_SETTLED_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """Live trading rules (the exit rules match ``PaperConfig``)."""
+
+    trailing_pct: float = 0.0
+    max_hold_minutes: int = 240
+    bar_interval_ms: int = 60_000
+    quote_asset: str = "USDT"
+    commission_pct: float = 0.1  # only to estimate fees of fills rebuilt from an order query
+    reconcile_interval_s: float = 300.0
+    unknown_grace_s: float = 10.0  # a SUBMITTING order younger than this may still be in flight
+
+    def __post_init__(self) -> None:
+        if self.trailing_pct < 0 or self.max_hold_minutes < 0 or self.bar_interval_ms <= 0:
+            raise ValueError("trailing_pct, max_hold_minutes must be >= 0, bar_interval_ms > 0")
+        if self.reconcile_interval_s <= 0 or self.unknown_grace_s < 0:
+            raise ValueError("reconcile_interval_s must be > 0 and unknown_grace_s >= 0")
+
+    @property
+    def max_hold_bars(self) -> int:
+        return self.max_hold_minutes * 60_000 // self.bar_interval_ms
+
+    @classmethod
+    def from_settings(cls, settings: object, **overrides: object) -> LiveConfig:
+        """Build from ``aegis.config.Settings`` (the same exit settings as paper mode)."""
+        values = {
+            "trailing_pct": settings.trailing_stop_pct,
+            "max_hold_minutes": settings.max_hold_minutes,
+            "quote_asset": settings.quote_asset,
+            "commission_pct": settings.commission_pct,
+        }
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class IntentBook:
+    """Everything about one intent that is not finished yet."""
+
+    intent: PaperIntent
+    market: LiveMarket
+    entry: JournalOrder
+    exits: list[JournalOrder] = field(default_factory=list)
+    fills: dict[str, list[JournalFill]] = field(default_factory=dict)
+    position: PaperPosition | None = None
+    equity_before: float = 0.0  # account equity when the entry was sent (position size %)
+
+    def orders(self) -> list[JournalOrder]:
+        return [self.entry, *self.exits]
+
+    def unresolved(self) -> list[JournalOrder]:
+        """Orders whose final state the journal does not know yet."""
+        return [o for o in self.orders() if o.is_unresolved]
+
+    def replace_order(self, order: JournalOrder) -> None:
+        if order.client_order_id == self.entry.client_order_id:
+            self.entry = order
+        else:
+            self.exits = [
+                order if o.client_order_id == order.client_order_id else o for o in self.exits
+            ]
+
+
+class IntentLedger:
+    """Unfinished intents by id, the journal they are written to, and the events they make."""
+
+    def __init__(
+        self,
+        journal: OrderJournal,
+        markets: Mapping[int, LiveMarket],
+        config: LiveConfig,
+        cache: AccountCache,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.markets = dict(markets)
+        self.config = config
+        self.cache = cache
+        self.clock = clock
+        self.books: dict[int, IntentBook] = {}
+        self.outbox: list[PaperEvent] = []
+        self.seen: set[int] = set()
+        self.rejections: Counter[str] = Counter()
+        self.last_reject = ""
+        self.unannounced: set[int] = set()
+        self.orphan_fills: list[OrderUpdate] = []  # own fills no open intent tracks
+        self._settled: OrderedDict[str, None] = OrderedDict()  # recent final orders
+        self._fee_rate = Decimal(str(config.commission_pct)) / 100
+
+    def now_ms(self) -> int:
+        """Wall-clock epoch ms (journal times; market times come from the exchange)."""
+        return int(self.clock() * 1000)
+
+    def reject(self, intent: PaperIntent, reason: str) -> None:
+        """Count and announce an intent that will never trade."""
+        self.rejections[reason] += 1
+        self.last_reject = reason
+        self.outbox.append(
+            IntentRejected(intent.intent_id, intent.symbol_id, self.now_ms(), reason)
+        )
+
+    # -- rebuild -------------------------------------------------------------------------------
+
+    async def rebuild(self, state: JournalState) -> None:
+        """Recreate the books of unfinished intents from what the journal holds."""
+        by_intent: dict[int, list[JournalOrder]] = {}
+        for order in state.orders:
+            by_intent.setdefault(order.intent_id, []).append(order)
+        fills: dict[str, list[JournalFill]] = {}
+        for f in state.fills:
+            fills.setdefault(f.client_order_id, []).append(f)
+        for intent_id, orders in sorted(by_intent.items()):
+            await self._rebuild_one(intent_id, orders, fills, state.marks.get(intent_id))
+        log.info("live ledger rebuilt %d unfinished intents from the journal", len(self.books))
+
+    async def _rebuild_one(
+        self,
+        intent_id: int,
+        orders: list[JournalOrder],
+        fills: Mapping[str, Iterable[JournalFill]],
+        mark: PositionMark | None,
+    ) -> None:
+        entry = next((o for o in orders if o.role == ROLE_ENTRY), None)
+        if entry is None:
+            log.error("journal: intent %d has exit orders but no entry; ignored", intent_id)
+            return
+        intent = intent_from_detail(entry.detail)
+        market = self.markets.get(intent.symbol_id)
+        if market is None:
+            log.error("journal: intent %d trades unknown symbol %d", intent_id, intent.symbol_id)
+            return
+        self.seen.add(intent_id)
+        book = IntentBook(intent, market, entry, equity_before=entry.detail.get("equity_before", 0))
+        book.exits = sorted((o for o in orders if o.role == ROLE_EXIT), key=_creation)
+        book.fills = {o.client_order_id: list(fills.get(o.client_order_id, ())) for o in orders}
+        self.books[intent_id] = book
+        for order in book.orders():
+            recorded = sum((f.quantity for f in book.fills[order.client_order_id]), Decimal(0))
+            if order.is_final and recorded < order.executed_qty:
+                # Died between journaling the answer and its fills: query it again.
+                book.replace_order(replace(order, status=STATUS_UNSETTLED))
+        if book.entry.is_final and book.entry.executed_qty > 0:
+            self._open_from_fills(book, mark)
+        for exit_order in book.exits:
+            if exit_order.is_final and exit_order.executed_qty > 0:
+                await self._close_from_fills(book, exit_order)
+        if mark is None and book.position is not None:
+            self.unannounced.add(intent_id)  # see announce_rebuilt
+
+    def recently_settled(self, client_order_id: str) -> bool:
+        """True for an order whose final state came from the exchange (its events may trail)."""
+        return client_order_id in self._settled
+
+    def announce_rebuilt(self) -> None:
+        """Announce positions rebuilt without any mark and still open after reconciliation.
+
+        Such a position was opened just before the crash: its ``PositionOpened`` may never have
+        reached the executor, so it is sent again (consumers upsert by intent id)."""
+        for intent_id in sorted(self.unannounced):
+            book = self.books.get(intent_id)
+            if book is not None and book.position is not None:
+                self.outbox.append(PositionOpened(book.position))
+        self.unannounced.clear()
+
+    # -- settling ------------------------------------------------------------------------------
+
+    async def settle(self, book: IntentBook, order: JournalOrder, answer: ExchangeOrder) -> None:
+        """Journal an exchange answer (state and fills together) and apply it to the position."""
+        cid = order.client_order_id
+        self.cache.remember(answer)
+        state = OrderState(
+            answer.status, answer.order_id, answer.executed_quantity, answer.cumulative_quote
+        )
+        recorded = book.fills.setdefault(cid, [])
+        new_fills: list[JournalFill] = []
+        if answer.is_final:
+            if not recorded:
+                new_fills = fills_from_answer(answer, answer.time_ms)
+            missing = remainder_fill(
+                answer, recorded + new_fills, book.market, self._fee_rate, answer.time_ms
+            )
+            if missing is not None:
+                new_fills.append(missing)
+        await self.journal.order_acked(cid, state, new_fills, self.now_ms())
+        recorded.extend(new_fills)
+        updated = replace(
+            order,
+            status=answer.status,
+            exchange_order_id=answer.order_id,
+            executed_qty=answer.executed_quantity,
+            cumulative_quote=answer.cumulative_quote,
+            updated_at_ms=answer.time_ms,
+        )
+        book.replace_order(updated)
+        if not answer.is_final:
+            return
+        self._settled[cid] = None
+        while len(self._settled) > _SETTLED_KEPT:
+            self._settled.popitem(last=False)
+        if order.role == ROLE_EXIT:
+            if answer.executed_quantity > 0:
+                await self._close_from_fills(book, updated)
+        elif answer.executed_quantity > 0:
+            # No mark yet: the journaled fills rebuild exactly this position.
+            self._open_from_fills(book, None)
+            pos = book.position
+            self.outbox.append(PositionOpened(pos))
+            log.info(
+                "live position %d opened: %s %s at %.8g",
+                pos.intent_id, pos.quantity, book.market.symbol, pos.entry_price,
+            )  # fmt: skip
+        else:
+            del self.books[book.intent.intent_id]
+            self.reject(book.intent, REJECT_EXCHANGE_PREFIX + answer.status.lower())
+
+    async def refused(self, book: IntentBook, order: JournalOrder, reason: str) -> None:
+        """The exchange does not have this order and never will: journal and drop it."""
+        await self.journal.order_rejected(order.client_order_id, reason, self.now_ms())
+        book.replace_order(replace(order, status="REJECTED", reject_reason=reason))
+        if order.role == ROLE_ENTRY:
+            self.books.pop(book.intent.intent_id, None)
+            self.reject(book.intent, reason)
+        else:
+            self.rejections["exit_" + reason] += 1
+            self.last_reject = reason
+
+    def _open_from_fills(self, book: IntentBook, mark: PositionMark | None) -> None:
+        if book.position is not None:
+            return
+        fills = book.fills.get(book.entry.client_order_id, ())
+        totals = fill_totals(fills, book.market)
+        if totals.quantity <= 0:
+            log.error("entry %s executed but has no fills journaled", book.entry.client_order_id)
+            return
+        cfg = self.config
+        pos = open_position(
+            book.intent, totals, min(f.executed_at_ms for f in fills),
+            cfg.bar_interval_ms, cfg.trailing_pct, cfg.max_hold_bars, cfg.commission_pct,
+            book.equity_before,
+        )  # fmt: skip
+        if mark is not None:
+            pos = replace(
+                pos,
+                peak_high=mark.peak_high,
+                bars_held=mark.bars_held,
+                last_bar_ms=mark.last_bar_ms,
+                mark_price=mark.mark_price,
+            )
+        book.position = pos
+
+    async def _close_from_fills(self, book: IntentBook, exit_order: JournalOrder) -> None:
+        pos = book.position
+        if pos is None:
+            log.error("exit %s filled but its position is unknown", exit_order.client_order_id)
+            return
+        sold = fill_totals(book.fills.get(exit_order.client_order_id, ()), book.market)
+        detail = exit_order.detail
+        trade = close_trade(
+            pos,
+            int(detail.get("exit_code", EXIT_FORCED)),
+            float(detail.get("decision_price", sold.average_price)),
+            sold,
+            int(detail.get("exit_at_ms", exit_order.updated_at_ms)),
+            int(detail.get("bars_held", pos.bars_held)),
+        )
+        left = pos.quantity - sold.quantity
+        if left > book.market.step:
+            log.warning(
+                "exit %s sold %s of %s; %s %s stay in the account",
+                exit_order.client_order_id, sold.quantity, pos.quantity, left,
+                book.market.base_asset,
+            )  # fmt: skip
+        await self.finish(book, trade)
+
+    async def finish(self, book: IntentBook, trade: PaperTrade) -> None:
+        """Journal the position as closed and announce the trade."""
+        await self.journal.position_closed(
+            book.intent.intent_id, trade.exit_reason, trade.exit_at_ms
+        )
+        self.books.pop(book.intent.intent_id, None)
+        self.outbox.append(TradeClosed(trade))
+        log.info(
+            "live trade %d closed (%s): net %.3f%%, pnl %.4f",
+            trade.intent_id, trade.exit_reason, trade.net_return_pct, trade.pnl,
+        )  # fmt: skip
+
+    async def mark(self, books: Iterable[IntentBook]) -> None:
+        """Journal the exit-rule state of positions after a bar, in one write."""
+        marks = {}
+        for book in books:
+            pos = book.position
+            marks[book.intent.intent_id] = PositionMark(
+                pos.peak_high, pos.bars_held, pos.last_bar_ms, pos.mark_price
+            )
+        if marks:
+            await self.journal.positions_marked(marks)
+
+
+def _creation(order: JournalOrder) -> tuple[int, str]:
+    return order.created_at_ms, order.client_order_id

@@ -1,0 +1,285 @@
+"""Binance kline wire format <-> BAR_DTYPE records, with strict validation at the edge.
+
+Binance's field names (``k.t``, ``k.o``, ``x``…) never leave this module: a combined-stream
+frame or a REST klines answer becomes BAR_DTYPE records, or a ``MalformedFrame`` naming the
+reason. A frame is accepted only when the stream name, symbol and interval are known and agree,
+prices are finite and positive, ``low ≤ min(open, close) ≤ max(open, close) ≤ high``, volumes are
+finite and non-negative (taker volume within volume), the open time is aligned to the interval
+and the close time is ``open + interval − 1``.
+
+``KlineParser.parse_into`` is the hot path (a frame in, one record written in place, no
+allocation beyond orjson's dict): one ``orjson.loads`` and a few comparisons per frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import orjson
+
+from aegis.records import BAR_BACKFILLED, BAR_CLOSED, BAR_DTYPE
+
+# Fixed-length intervals only: "1M" (calendar month) has no constant length to align to.
+INTERVAL_MS: dict[str, int] = {
+    "1s": 1_000,
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+    "3d": 259_200_000,
+    "1w": 604_800_000,
+}
+_INF = math.inf
+REST_KLINE_FIELDS = 12
+MAX_KLINES_PER_REQUEST = 1000
+
+
+class MalformedFrame(ValueError):
+    """A wire message that must not reach a ring; ``reason`` is short and groupable."""
+
+    def __init__(self, reason: str, sample: bytes | str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.sample = sample
+
+
+def _num(text: object, name: str, positive: bool) -> float:
+    if type(text) is not str:
+        raise MalformedFrame(f"{name} is not a decimal string")
+    try:
+        value = float(text)
+    except ValueError:
+        raise MalformedFrame(f"{name} is not a number") from None
+    # NaN fails every comparison, so it is refused by both branches.
+    if positive:
+        if not 0.0 < value < _INF:
+            raise MalformedFrame(f"{name} is not finite and positive")
+    elif not 0.0 <= value < _INF:
+        raise MalformedFrame(f"{name} is not finite and non-negative")
+    return value
+
+
+def _int(value: object, name: str) -> int:
+    if type(value) is not int:
+        raise MalformedFrame(f"{name} is not an integer")
+    return value
+
+
+def _check_bar(o: float, h: float, lo: float, c: float, v: float, tv: float) -> None:
+    if h < o or h < c:
+        raise MalformedFrame("high below open or close")
+    if lo > o or lo > c:
+        raise MalformedFrame("low above open or close")
+    if tv > v:
+        raise MalformedFrame("taker volume above volume")
+
+
+def _check_times(open_ms: int, close_ms: int, interval_ms: int) -> None:
+    if open_ms < 0 or open_ms % interval_ms:
+        raise MalformedFrame("open time not aligned to interval")
+    if close_ms != open_ms + interval_ms - 1:
+        raise MalformedFrame("close time inconsistent with interval")
+
+
+class KlineParser:
+    """Parse Binance kline messages for a known universe into BAR_DTYPE records."""
+
+    def __init__(self, symbol_ids: Mapping[str, int], intervals: Iterable[str] = ("1m",)) -> None:
+        """``symbol_ids`` maps upper-case symbols to ring ids; ``intervals`` are accepted ones."""
+        self._ids = {s.upper(): int(i) for s, i in symbol_ids.items()}
+        self._interval_ms = {}
+        for name in intervals:
+            if name not in INTERVAL_MS:
+                raise ValueError(f"unsupported kline interval {name!r}")
+            self._interval_ms[name] = INTERVAL_MS[name]
+        # "btcusdt@kline_1m" -> (symbol, interval), so the stream name is checked by one lookup.
+        self._streams = {
+            f"{s.lower()}@kline_{i}": (s, i) for s in self._ids for i in self._interval_ms
+        }
+
+    def parse_into(self, frame: bytes, out: np.ndarray, index: int, recv_ns: int = 0) -> int | None:
+        """Write the kline of one combined-stream frame into ``out[index]``.
+
+        Return the interval in ms, or None for a control reply (``{"result": …, "id": …}``)
+        that carries no market data. Raise ``MalformedFrame`` for anything else that is wrong;
+        ``out[index]`` may then hold partial garbage and must not be published.
+        """
+        try:
+            msg = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            raise MalformedFrame("not JSON", frame[:200]) from None
+        if type(msg) is not dict:
+            raise MalformedFrame("not a JSON object", frame[:200])
+        try:
+            stream = msg["stream"]
+            data = msg["data"]
+            k = data["k"]
+            if data["e"] != "kline":
+                raise MalformedFrame("not a kline event", frame[:200])
+            known = self._streams.get(stream) if type(stream) is str else None
+            if known is None:
+                raise MalformedFrame("unknown stream", frame[:200])
+            symbol, interval = known
+            if data["s"] != symbol or k["s"] != symbol:
+                raise MalformedFrame("symbol does not match stream", frame[:200])
+            if k["i"] != interval:
+                raise MalformedFrame("interval does not match stream", frame[:200])
+            closed = k["x"]
+            if type(closed) is not bool:
+                raise MalformedFrame("closed flag is not a boolean", frame[:200])
+            record = self._record(k, interval, closed, recv_ns)
+        except MalformedFrame as exc:
+            if exc.sample is None:
+                exc.sample = frame[:200]
+            raise
+        except KeyError as exc:
+            if "result" in msg and "id" in msg and "stream" not in msg:
+                return None
+            raise MalformedFrame(f"missing field {exc.args[0]}", frame[:200]) from None
+        except TypeError:
+            raise MalformedFrame("mistyped structure", frame[:200]) from None
+        out[index] = record
+        return self._interval_ms[interval]
+
+    def parse(self, frame: bytes, recv_ns: int = 0) -> np.ndarray | None:
+        """Return one BAR_DTYPE record (a 1-element array) for a frame, None for a control reply."""
+        out = np.zeros(1, dtype=BAR_DTYPE)
+        return out if self.parse_into(frame, out, 0, recv_ns) is not None else None
+
+    def _record(self, k: dict, interval: str, closed: bool, recv_ns: int) -> tuple:
+        interval_ms = self._interval_ms[interval]
+        open_ms, close_ms = _int(k["t"], "open time"), _int(k["T"], "close time")
+        _check_times(open_ms, close_ms, interval_ms)
+        o, h = _num(k["o"], "open", True), _num(k["h"], "high", True)
+        lo, c = _num(k["l"], "low", True), _num(k["c"], "close", True)
+        v, q = _num(k["v"], "volume", False), _num(k["q"], "quote volume", False)
+        tv, tq = _num(k["V"], "taker volume", False), _num(k["Q"], "taker quote volume", False)
+        trades = _int(k["n"], "trade count")
+        if trades < 0:
+            raise MalformedFrame("trade count is negative")
+        _check_bar(o, h, lo, c, v, tv)
+        if tq > q:
+            raise MalformedFrame("taker quote volume above quote volume")
+        flags = BAR_CLOSED if closed else 0
+        return (open_ms, recv_ns, self._ids[k["s"]], flags, o, h, lo, c, v, q, tv, tq, trades)
+
+    def parse_rest_klines(
+        self,
+        body: bytes,
+        symbol: str,
+        interval: str,
+        *,
+        now_ms: int | None = None,
+        recv_ns: int = 0,
+    ) -> np.ndarray:
+        """Parse a ``GET /api/v3/klines`` answer (12-field arrays) into BAR_DTYPE records.
+
+        Every record is flagged BAR_BACKFILLED; BAR_CLOSED only when its close time is before
+        ``now_ms`` (the last row of an answer is usually the bar still in progress); all are
+        closed when ``now_ms`` is None. Open times must strictly increase.
+        """
+        symbol = symbol.upper()
+        if symbol not in self._ids:
+            raise MalformedFrame(f"unknown symbol {symbol}")
+        if interval not in self._interval_ms:
+            raise MalformedFrame(f"unknown interval {interval}")
+        interval_ms, symbol_id = self._interval_ms[interval], self._ids[symbol]
+        try:
+            rows = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise MalformedFrame("not JSON", body[:200]) from None
+        if type(rows) is not list:
+            raise MalformedFrame("klines answer is not a list", body[:200])
+        out = np.zeros(len(rows), dtype=BAR_DTYPE)
+        previous = -1
+        for i, row in enumerate(rows):
+            if type(row) is not list or len(row) < REST_KLINE_FIELDS:
+                raise MalformedFrame(f"row {i} is not a {REST_KLINE_FIELDS}-field array")
+            open_ms, close_ms = _int(row[0], "open time"), _int(row[6], "close time")
+            _check_times(open_ms, close_ms, interval_ms)
+            if open_ms <= previous:
+                raise MalformedFrame(f"row {i} open time not increasing")
+            previous = open_ms
+            o, h = _num(row[1], "open", True), _num(row[2], "high", True)
+            lo, c = _num(row[3], "low", True), _num(row[4], "close", True)
+            v, q = _num(row[5], "volume", False), _num(row[7], "quote volume", False)
+            tv, tq = _num(row[9], "taker volume", False), _num(row[10], "taker quote volume", False)
+            trades = _int(row[8], "trade count")
+            _check_bar(o, h, lo, c, v, tv)
+            closed = now_ms is None or close_ms < now_ms
+            flags = BAR_BACKFILLED | (BAR_CLOSED if closed else 0)
+            out[i] = (open_ms, recv_ns, symbol_id, flags, o, h, lo, c, v, q, tv, tq, trades)
+        return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.8f}"
+
+
+def build_kline_frame(
+    record: np.void,
+    symbol: str,
+    interval: str,
+    event_time_ms: int,
+    *,
+    first_trade_id: int = 0,
+    last_trade_id: int = 0,
+) -> bytes:
+    """Encode one BAR_DTYPE record as a combined-stream kline frame (``x`` from BAR_CLOSED)."""
+    interval_ms = INTERVAL_MS[interval]
+    symbol = symbol.upper()
+    open_ms = int(record["open_time_ms"])
+    data = {
+        "e": "kline",
+        "E": int(event_time_ms),
+        "s": symbol,
+        "k": {
+            "t": open_ms,
+            "T": open_ms + interval_ms - 1,
+            "s": symbol,
+            "i": interval,
+            "f": first_trade_id,
+            "L": last_trade_id,
+            "o": _fmt(record["open"]),
+            "c": _fmt(record["close"]),
+            "h": _fmt(record["high"]),
+            "l": _fmt(record["low"]),
+            "v": _fmt(record["volume"]),
+            "n": int(record["trades"]),
+            "x": bool(int(record["flags"]) & BAR_CLOSED),
+            "q": _fmt(record["quote_volume"]),
+            "V": _fmt(record["taker_buy_volume"]),
+            "Q": _fmt(record["taker_buy_quote_volume"]),
+            "B": "0",
+        },
+    }
+    return orjson.dumps({"stream": f"{symbol.lower()}@kline_{interval}", "data": data})
+
+
+def build_rest_kline_row(record: np.void, interval: str) -> list:
+    """Encode one BAR_DTYPE record as a REST klines row (12 fields, strings for decimals)."""
+    open_ms = int(record["open_time_ms"])
+    return [
+        open_ms,
+        _fmt(record["open"]),
+        _fmt(record["high"]),
+        _fmt(record["low"]),
+        _fmt(record["close"]),
+        _fmt(record["volume"]),
+        open_ms + INTERVAL_MS[interval] - 1,
+        _fmt(record["quote_volume"]),
+        int(record["trades"]),
+        _fmt(record["taker_buy_volume"]),
+        _fmt(record["taker_buy_quote_volume"]),
+        "0",
+    ]

@@ -1,0 +1,225 @@
+"""One server-side WebSocket connection with Binance's connection rules.
+
+Shared by market streams and the WebSocket API: a sender task drains an outgoing queue
+(applying stream faults to data frames), pings go out every 20 s of simulated time and must
+be answered by a pong echoing the payload within 1 min, more than 5 incoming messages in a
+second (pings, pongs and requests all count) closes the connection with 1008, and the
+connection is cut once it has lived 24 h of simulated time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from aegis.binance.sim.clock import SimClock
+from aegis.binance.sim.faults import FaultPlan, FrameAction
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConnectionRules:
+    """Protocol limits: ping timing in wall seconds, lifetime in simulated ms."""
+
+    ping_interval_s: float
+    pong_timeout_s: float
+    max_incoming_per_s: int
+    lifetime_ms: int
+    queue_size: int
+
+
+class WsConnection:
+    """A prepared aiohttp WebSocket plus its queue, timers and counters."""
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
+        clock: SimClock,
+        rules: ConnectionRules,
+        faults: FaultPlan | None,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.clock = clock
+        self.rules = rules
+        self.faults = faults
+        self.connected_at_ms = clock.now_ms()
+        self.queue: asyncio.Queue[tuple[bool, str] | None] = asyncio.Queue(rules.queue_size)
+        self.closed = False
+        self.close_reason = ""
+        self.frames_sent = 0
+        self._incoming: deque[float] = deque()
+        self._pings: dict[bytes, float] = {}
+        self._ping_seq = 0
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._send_loop()),
+            asyncio.create_task(self._ping_loop()),
+        ]
+
+    async def close(self, code: int = WSCloseCode.OK, reason: str = "") -> None:
+        """Close with a close frame (idempotent)."""
+        if self.closed:
+            return
+        self._mark_closed(reason or f"closed {code}")
+        with contextlib.suppress(Exception):
+            await self.ws.close(code=code, message=reason.encode())
+
+    async def on_peer_close(self) -> None:
+        """Answer the client's close frame; abort if the answer cannot get through.
+
+        A client that stopped reading (its buffers full of queued frames) would otherwise
+        wait for our close frame until its own timeout, holding the replay in stepped mode.
+        """
+        self._mark_closed("peer closed")
+        try:
+            await asyncio.wait_for(self.ws.close(), 1.0)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            if self.transport is not None:
+                self.transport.abort()
+
+    def abort(self, reason: str) -> None:
+        """Drop the TCP connection without a close frame (a dead network path)."""
+        if self.closed:
+            return
+        self._mark_closed(reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _mark_closed(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = reason
+        while not self.queue.empty():  # unblock a replay waiting on a full queue
+            self.queue.get_nowait()
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+
+    async def finish(self) -> None:
+        """Stop the helper tasks once the receive loop has ended."""
+        if not self.closed:
+            self._mark_closed("peer closed")
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    def too_old(self, now_ms: int) -> bool:
+        return now_ms - self.connected_at_ms >= self.rules.lifetime_ms
+
+    # -- outgoing ----------------------------------------------------------------------------
+
+    async def put(self, text: str, data: bool, wait: bool) -> bool:
+        """Queue a frame; wait for room when ``wait`` (stepped replay), else drop a slow reader."""
+        if self.closed:
+            return False
+        if wait:
+            await self.queue.put((data, text))
+            return True
+        try:
+            self.queue.put_nowait((data, text))
+        except asyncio.QueueFull:
+            LOG.warning("closing slow stream reader: %d frames queued", self.queue.qsize())
+            self.abort("slow reader")
+            return False
+        return True
+
+    def offer(self, text: str) -> bool:
+        """Queue a control or user-data frame without waiting (dropped when closed or full)."""
+        if self.closed:
+            return False
+        try:
+            self.queue.put_nowait((False, text))
+        except asyncio.QueueFull:
+            self.abort("slow reader")
+            return False
+        return True
+
+    async def _send_loop(self) -> None:
+        held: str | None = None
+        while True:
+            item = await self.queue.get()
+            if item is None or self.closed:
+                return
+            data, text = item
+            if data and self.faults is not None:
+                stall = self.faults.stalled_for()
+                if stall > 0:
+                    await asyncio.sleep(stall)
+                action = self.faults.next_frame_action()
+                if action is FrameAction.DROP_CONNECTION:
+                    self.abort("fault: drop")
+                    return
+                if action is FrameAction.REORDER and held is None:
+                    held = text
+                    continue
+                if action is FrameAction.MALFORMED_FIRST:
+                    await self._send(self.faults.malformed_frame())
+                await self._send(text)
+                if action is FrameAction.DUPLICATE:
+                    await self._send(text)
+                if held is not None:
+                    await self._send(held)
+                    held = None
+            else:
+                await self._send(text)
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self.ws.send_str(text)
+            self.frames_sent += 1
+        except (ConnectionError, RuntimeError):
+            self._mark_closed("send failed")
+
+    async def _ping_loop(self) -> None:
+        interval, timeout = self.rules.ping_interval_s, self.rules.pong_timeout_s
+        while not self.closed:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if self._pings and now - min(self._pings.values()) > timeout:
+                LOG.info("closing stream connection: no pong within %.1f s", timeout)
+                await self.close(WSCloseCode.POLICY_VIOLATION, "Pong timeout")
+                return
+            self._ping_seq += 1  # unique even while the simulated clock stands still
+            payload = f"{self.clock.now_ms()}-{self._ping_seq}".encode()
+            self._pings[payload] = now
+            with contextlib.suppress(Exception):
+                await self.ws.ping(payload)
+
+    # -- incoming ----------------------------------------------------------------------------
+
+    async def over_rate(self) -> bool:
+        """Count one incoming message; close with 1008 when over the per-second limit."""
+        now = time.monotonic()
+        self._incoming.append(now)
+        while self._incoming and self._incoming[0] <= now - 1.0:
+            self._incoming.popleft()
+        if len(self._incoming) > self.rules.max_incoming_per_s:
+            LOG.info("closing connection: more than %d messages/s", self.rules.max_incoming_per_s)
+            await self.close(WSCloseCode.POLICY_VIOLATION, "Too many requests")
+            return True
+        return False
+
+    async def on_control_frame(self, msg_type: WSMsgType, payload: bytes | bytearray) -> None:
+        """Answer a client ping; accept a pong only when it echoes an outstanding ping."""
+        payload = bytes(payload)
+        if msg_type == WSMsgType.PING:
+            with contextlib.suppress(Exception):
+                await self.ws.pong(payload)
+        elif msg_type == WSMsgType.PONG and payload in self._pings:
+            sent = self._pings.pop(payload)
+            for other, at in list(self._pings.items()):  # an answer covers older pings too
+                if at <= sent:
+                    del self._pings[other]

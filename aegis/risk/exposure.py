@@ -1,0 +1,101 @@
+"""The brain's view of the account: equity and open exposure, for sizing the next intents.
+
+The executor is the authority (its guards gate every entry); this book only keeps the brain's
+sizing honest between decisions: an intent published counts as open exposure at once (before
+its fill), an executor report closes it (realised net % return moves equity) or drops it (a
+rejected intent). A position whose report never came is forgotten once its horizon has surely
+passed (decision bar + time exit + one more decision bar), so a lost report cannot block a
+symbol forever. Restored at start from what the executor persisted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from aegis.records import REPORT_INTENT_REJECTED, REPORT_TRADE_CLOSED
+
+
+@dataclass(frozen=True)
+class OpenExposure:
+    symbol_id: int
+    notional: float
+    decision_time_ms: int
+
+
+class ExposureBook:
+    """Open intents by id, exposure per symbol, equity = start + realised P&L."""
+
+    def __init__(self, equity: float, horizon_ms: int) -> None:
+        if not (np.isfinite(equity) and equity >= 0):
+            raise ValueError(f"equity must be finite and >= 0, got {equity}")
+        self.equity = float(equity)
+        self.horizon_ms = int(horizon_ms)
+        self._open: dict[int, OpenExposure] = {}
+        self._by_symbol: dict[int, float] = {}
+        self.expired = 0
+
+    @property
+    def open_positions(self) -> int:
+        return len(self._open)
+
+    def positions(self) -> list[tuple[int, int, float, int]]:
+        """Open (intent_id, symbol_id, notional, decision_time_ms), the form ``restore`` takes."""
+        return [(i, p.symbol_id, p.notional, p.decision_time_ms) for i, p in self._open.items()]
+
+    def exposure(self, symbol_id: np.ndarray) -> np.ndarray:
+        """Quote notional open per listed symbol."""
+        ids = np.asarray(symbol_id)
+        out = np.zeros(ids.shape, np.float64)
+        for s, value in self._by_symbol.items():  # a handful of open symbols, many candidates
+            out[ids == s] = value
+        return out
+
+    def open(self, intent_id: int, symbol_id: int, notional: float, decision_time_ms: int) -> None:
+        """Count a published (or restored) position; the same id twice counts once."""
+        if intent_id in self._open:
+            return
+        self._open[intent_id] = OpenExposure(symbol_id, float(notional), int(decision_time_ms))
+        self._by_symbol[symbol_id] = self._by_symbol.get(symbol_id, 0.0) + float(notional)
+
+    def open_intents(self, intents: np.ndarray) -> None:
+        for rec in intents:
+            self.open(int(rec["intent_id"]), int(rec["symbol_id"]), float(rec["notional"]),
+                      int(rec["decision_time_ms"]))  # fmt: skip
+
+    def _close(self, intent_id: int) -> OpenExposure | None:
+        pos = self._open.pop(intent_id, None)
+        if pos is not None:
+            left = self._by_symbol.get(pos.symbol_id, 0.0) - pos.notional
+            if left <= 1e-9:
+                self._by_symbol.pop(pos.symbol_id, None)
+            else:
+                self._by_symbol[pos.symbol_id] = left
+        return pos
+
+    def on_report(self, intent_id: int, kind: int, net_return_pct: float) -> OpenExposure | None:
+        """Apply one executor report; return the position it closed (None if unknown)."""
+        if kind not in (REPORT_TRADE_CLOSED, REPORT_INTENT_REJECTED):
+            return None
+        pos = self._close(intent_id)
+        if pos is not None and kind == REPORT_TRADE_CLOSED and np.isfinite(net_return_pct):
+            self.equity = max(self.equity + pos.notional * net_return_pct / 100.0, 0.0)
+        return pos
+
+    def expire(self, now_ms: int) -> int:
+        """Forget positions older than the horizon at market time ``now_ms``; return how many."""
+        old = [i for i, p in self._open.items() if now_ms - p.decision_time_ms > self.horizon_ms]
+        for i in old:
+            self._close(i)
+        self.expired += len(old)
+        return len(old)
+
+    def restore(self, equity: float, positions: Iterable[tuple[int, int, float, int]]) -> None:
+        """Reset from persisted state: equity and (intent_id, symbol_id, notional, time) rows."""
+        self.equity = float(equity)
+        self._open.clear()
+        self._by_symbol.clear()
+        for intent_id, symbol_id, notional, t in positions:
+            self.open(intent_id, symbol_id, notional, t)

@@ -1,0 +1,81 @@
+"""The production executor with one measuring hook, for ``bench_e2e``.
+
+``MeasuredExecutor`` is ``aegis.processes.executor.ExecutorProcess`` unchanged except that its
+intents consumer is wrapped: each batch it polls is stamped with ``time.monotonic_ns()`` at
+once, before the executor does anything with it. Per intent it keeps the bar's ``recv_ns``
+(the feed's WebSocket receive time, copied into the intent by the brain), the brain's
+``publish_ns`` and that receive stamp — all CLOCK_MONOTONIC, shared by every process — and
+saves them to ``<home>/e2e_intents.npy`` every second and at stop.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aegis.processes.executor import ExecutorProcess
+from aegis.processes.runtime import ProcessContext, run_process
+
+STAMP_DTYPE = np.dtype([("recv_ns", np.int64), ("publish_ns", np.int64), ("exec_ns", np.int64)])
+SAVE_EVERY_S = 1.0
+
+
+class _StampedConsumer:
+    """Delegates to the ring consumer; stamps every non-empty poll."""
+
+    def __init__(self, inner, sink: list[np.ndarray]) -> None:
+        self._inner = inner
+        self._sink = sink
+
+    def poll(self):
+        batch = self._inner.poll()
+        if len(batch):
+            now = time.monotonic_ns()
+            stamps = np.empty(len(batch), STAMP_DTYPE)
+            stamps["recv_ns"] = batch["recv_ns"]
+            stamps["publish_ns"] = batch["publish_ns"]
+            stamps["exec_ns"] = now
+            self._sink.append(stamps)
+        return batch
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class MeasuredExecutor(ExecutorProcess):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[np.ndarray] = []
+        self._path: Path | None = None
+        self._next_save = 0.0
+
+    async def open(self, ctx: ProcessContext) -> None:
+        await super().open(ctx)
+        self._intents = _StampedConsumer(self._intents, self.stamps)
+        self._path = Path(ctx.settings.home) / "e2e_intents.npy"
+
+    async def step(self) -> int:
+        handled = await super().step()
+        now = time.monotonic()
+        if now >= self._next_save:
+            self._next_save = now + SAVE_EVERY_S
+            self.save()
+        return handled
+
+    def save(self) -> None:
+        if self._path is None:
+            return
+        data = np.concatenate(self.stamps) if self.stamps else np.zeros(0, STAMP_DTYPE)
+        tmp = self._path.with_suffix(".tmp.npy")
+        np.save(tmp, data)
+        tmp.replace(self._path)
+
+    async def close(self, ctx: ProcessContext) -> None:
+        self.save()
+        await super().close(ctx)
+
+
+def main(config) -> int:
+    return run_process(MeasuredExecutor(), config)

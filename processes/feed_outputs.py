@@ -1,0 +1,174 @@
+"""Where the feed's closed bars go: the market ring, ``market_data``, the latest bar in Redis.
+
+``RingPublisher`` publishes each record at once when the ring has room (the hot path: one
+``try_publish``, no allocation). When the slowest consumer lags and the ring is full, records
+queue in order in a backlog that a task drains as room appears, so a slow consumer never stalls
+the WebSocket reading (Binance drops a slow reader) and never loses or reorders a bar.
+
+``ClosedBarStore`` buffers closed records and, every ``flush_every_s``, hands them per symbol to
+``MarketDataWriter`` (validated, batched ``COPY`` + ``ON CONFLICT DO NOTHING``, spilled to disk
+while PostgreSQL is down) and puts each symbol's newest bar in the ``HotCache`` (Redis, 1 h TTL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from aegis.records import BAR_DTYPE
+from aegis.store.bars import BarBatch
+from aegis.store.cache import HotCache, LatestBar
+from aegis.store.market_data import MarketDataWriter
+
+log = logging.getLogger(__name__)
+
+
+class LatencyRecorder:
+    """Receive → publish latencies in ns, in a preallocated ring of samples."""
+
+    def __init__(self, capacity: int = 1 << 16) -> None:
+        self.samples = np.zeros(capacity, dtype=np.int64)
+        self.count = 0
+
+    def add(self, ns: int) -> None:
+        self.samples[self.count % len(self.samples)] = ns
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        return self.samples[: min(self.count, len(self.samples))].copy()
+
+
+class RingPublisher:
+    """Publish BAR_DTYPE records to a ring producer, in order, without ever blocking the loop."""
+
+    def __init__(
+        self,
+        producer: Any,
+        *,
+        latency: LatencyRecorder | None = None,
+        retry_s: float = 0.0005,
+        clock: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        """``producer`` is an ``aegis.ringbuffer.Producer`` of a BAR_DTYPE ring."""
+        self._try_publish = producer.try_publish
+        self._backlog: deque[np.ndarray] = deque()
+        self._latency = latency
+        self._retry_s = retry_s
+        self._clock = clock
+        self._wakeup = asyncio.Event()
+        self.published = 0
+        self.backlogged = 0
+
+    @property
+    def backlog(self) -> int:
+        return len(self._backlog)
+
+    def publish(self, record: np.ndarray) -> None:
+        """Publish a one-record array now, or queue a copy behind earlier ones."""
+        if not self._backlog and self._try_publish(record):
+            self.published += 1
+            if self._latency is not None:
+                self._latency.add(self._clock() - int(record[0]["recv_ns"]))
+            return
+        self._backlog.append(record.copy())
+        self.backlogged += 1
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """Drain the backlog whenever the ring has room again (run as a task)."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._backlog:
+                if self._try_publish(self._backlog[0]):
+                    self._backlog.popleft()
+                    self.published += 1
+                else:
+                    await asyncio.sleep(self._retry_s)
+
+
+class ClosedBarStore:
+    """Batch closed bars into ``market_data`` and the latest bar per symbol into the cache."""
+
+    def __init__(
+        self,
+        writer: MarketDataWriter,
+        symbol_of: Mapping[int, str],
+        *,
+        timeframe: str = "1m",
+        cache: HotCache | None = None,
+        capacity: int = 8192,
+        flush_every_s: float = 0.25,
+    ) -> None:
+        self._writer = writer
+        self._symbol_of = dict(symbol_of)
+        self.timeframe = timeframe
+        self._cache = cache
+        self._buffer = np.zeros(capacity, dtype=BAR_DTYPE)
+        self._count = 0
+        self._flush_every = flush_every_s
+        self._latest: dict[int, np.void] = {}
+        self.stored = 0
+        self.cached = 0
+
+    def add(self, record: np.ndarray) -> None:
+        """Take one closed bar (a one-record array); flush at once when the buffer is full."""
+        if self._count == len(self._buffer):
+            self.flush()
+        self._buffer[self._count] = record[0]
+        self._count += 1
+
+    def flush(self) -> int:
+        """Queue the buffered bars on the writer (never blocks on the database); return count."""
+        n = self._count
+        if n == 0:
+            return 0
+        bars = self._buffer[:n].copy()
+        self._count = 0
+        ids = bars["symbol_id"]
+        for symbol_id in np.unique(ids):
+            mine = bars[ids == symbol_id]
+            symbol = self._symbol_of[int(symbol_id)]
+            self._writer.write(BarBatch(symbol, self.timeframe, mine))
+            self._latest[int(symbol_id)] = mine[-1]
+        self.stored += n
+        return n
+
+    async def push_latest(self) -> int:
+        """Put each symbol's newest bar since the last push into the cache; return count."""
+        if self._cache is None or not self._latest:
+            self._latest.clear()
+            return 0
+        latest, self._latest = self._latest, {}
+        for symbol_id, bar in latest.items():
+            await self._cache.put_bar(_latest_bar(self._symbol_of[symbol_id], self.timeframe, bar))
+        self.cached += len(latest)
+        return len(latest)
+
+    async def run(self) -> None:
+        """Flush and push every ``flush_every_s`` (run as a task); a last flush on cancel."""
+        try:
+            while True:
+                await asyncio.sleep(self._flush_every)
+                self.flush()
+                await self.push_latest()
+        finally:
+            self.flush()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.push_latest())
+
+
+def _latest_bar(symbol: str, timeframe: str, bar: np.void) -> LatestBar:
+    return LatestBar(
+        symbol, timeframe, int(bar["open_time_ms"]), float(bar["open"]), float(bar["high"]),
+        float(bar["low"]), float(bar["close"]), float(bar["volume"]), float(bar["quote_volume"]),
+        int(bar["trades"]), float(bar["taker_buy_volume"]), float(bar["taker_buy_quote_volume"]),
+        int(bar["flags"]),
+    )  # fmt: skip

@@ -1,0 +1,157 @@
+"""The real executor process in live mode against the Binance simulator (real sockets).
+
+The simulator runs in the test process; the executor is ``tests/executor_worker.py`` with
+``AEGIS_MODE=live``, its orders going to the simulator's REST API and its account events coming
+from the simulator's WebSocket API. It is SIGKILLed after the exchange answered its MARKET BUY
+but before the answer was journaled, restarted, and must then have sent that order once, hold
+the position the exchange holds, and close it once.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+from executor_support import (
+    BTC,
+    Worker,
+    bars,
+    consumed,
+    create_migrated_database,
+    drop_database,
+    empty_executor_tables,
+    executor_rings,
+    intent_record,
+    rows,
+    until,
+)
+from live_support import posts_for
+from sim_support import DAY2, KEY, SECRET, quick_config
+
+from aegis.binance.sim.server import BinanceSimulator
+from aegis.config import ConfigError, Settings
+from aegis.processes.executor_symbols import load_symbol_directory
+
+
+@pytest.fixture(scope="module")
+def module_dsn(pg_admin_dsn):
+    dsn = create_migrated_database(pg_admin_dsn)
+    yield dsn
+    drop_database(pg_admin_dsn, dsn)
+
+
+@pytest.fixture
+async def dsn(module_dsn):
+    await empty_executor_tables(module_dsn)
+    return module_dsn
+
+
+@pytest.fixture
+async def sim():
+    async with BinanceSimulator(quick_config(symbols=("BTCUSDT", "ETHUSDT"))) as s:
+        yield s
+
+
+@pytest.fixture
+def rings():
+    with executor_rings() as made:
+        yield made
+
+
+def live_settings(sim) -> dict:
+    return {"mode": "live", "rest_url": sim.rest_url, "ws_api_url": sim.ws_api_url,
+            "api_key": KEY, "api_secret": SECRET, "live_unknown_grace_s": 0.2}  # fmt: skip
+
+
+async def test_executor_live_killed_after_the_exchange_answered_sends_the_order_once(
+    dsn, rings, tmp_path, sim
+):
+    """SIGKILL after send, before the answer is journaled: reconciled, never sent again."""
+    rec = intent_record(81, decision_time_ms=DAY2 - 5 * 60_000, notional=100.0, stop_pct=5.0,
+                        take_pct=5.0)  # fmt: skip
+    rings["intents"].producer().publish_batch(rec)
+    crashed = Worker(dsn, tmp_path, rings, settings=live_settings(sim), crash_at="order_answered",
+                     crash_when="intents", crash_min=1)  # fmt: skip
+    assert await crashed.exited() == -signal.SIGKILL, crashed.output()
+    assert len(posts_for(sim, "aegis-81")) == 1
+
+    restarted = Worker(dsn, tmp_path, rings, settings=live_settings(sim))  # fmt: skip
+    rings["intents"].producer().publish_batch(rec)  # the brain re-sends it: still one order
+    rings["market"].producer().publish_batch(bars(BTC, DAY2 + 60_000, 14))
+
+    async def finished() -> bool:
+        return consumed(rings) and bool(await rows(dsn, "SELECT 1 FROM virtual_trades"))
+
+    await until(finished, 60.0)
+    assert await restarted.stopped() == 0, restarted.output()
+    assert "live executor reconciled at start" in restarted.output()
+    assert len(posts_for(sim, "aegis-81")) == 1
+    assert len(posts_for(sim, "aegis-81-x1")) == 1
+    orders = await rows(dsn, "SELECT client_order_id, status, mode FROM orders ORDER BY 1")
+    assert [tuple(o) for o in orders] == [("aegis-81", "FILLED", "live"),
+                                          ("aegis-81-x1", "FILLED", "live")]  # fmt: skip
+    trade = (await rows(dsn, "SELECT exit_reason, quantity FROM virtual_trades"))[0]
+    assert trade["exit_reason"] == "time_exit" and trade["quantity"] > 0
+    assert np.isfinite(float(trade["quantity"]))
+
+
+async def test_executor_live_killed_before_sending_never_sends_that_order(
+    dsn, rings, tmp_path, sim
+):
+    """SIGKILL after the intent is journaled, before the order is sent: the restart finds the
+    exchange never saw it, marks it not sent, and a re-sent intent stays a duplicate."""
+    rec = intent_record(82, decision_time_ms=DAY2 - 5 * 60_000, notional=100.0)
+    rings["intents"].producer().publish_batch(rec)
+    crashed = Worker(dsn, tmp_path, rings, settings=live_settings(sim), crash_at="intent_written",
+                     crash_when="intents", crash_min=1)  # fmt: skip
+    assert await crashed.exited() == -signal.SIGKILL, crashed.output()
+    journaled = await rows(dsn, "SELECT status FROM orders WHERE client_order_id = 'aegis-82'")
+    assert [r["status"] for r in journaled] == ["SUBMITTING"]
+
+    restarted = Worker(dsn, tmp_path, rings, settings=live_settings(sim))  # fmt: skip
+    rings["intents"].producer().publish_batch(rec)
+
+    async def settled() -> bool:
+        got = await rows(dsn, "SELECT status FROM orders WHERE client_order_id = 'aegis-82'")
+        return consumed(rings) and got[0]["status"] != "SUBMITTING"
+
+    await until(settled, 60.0)
+    assert await restarted.stopped() == 0, restarted.output()
+    assert posts_for(sim, "aegis-82") == []
+    row = (await rows(dsn, "SELECT status, reject_reason FROM orders"))[0]
+    assert (row["status"], row["reject_reason"]) == ("REJECTED", "not_sent")
+    assert await rows(dsn, "SELECT 1 FROM virtual_trades") == []
+
+
+async def test_executor_symbol_directory_loads_the_universe_from_the_exchange(sim, tmp_path):
+    settings = Settings().replace(rest_url=sim.rest_url, home=tmp_path,
+                                  symbols=("ETHUSDT", "BTCUSDT"))  # fmt: skip
+    found = await load_symbol_directory(settings)
+    assert dict(found.names) == {1: "ETHUSDT", 2: "BTCUSDT"}
+    assert found.filters[2].symbol == "BTCUSDT" and found.infos[1]["baseAsset"] == "ETH"
+    assert found.name_of(7) == "#7" and found.id_of("BTCUSDT") == 2
+
+
+async def test_executor_symbol_directory_in_top_n_mode_uses_the_feeds_published_ids(sim, tmp_path):
+    from decimal import Decimal
+
+    from aegis.binance.universe import Universe, UniverseSymbol
+
+    published = Universe(
+        (UniverseSymbol("ETHUSDT", 41, "ETH", "USDT", Decimal(2)),
+         UniverseSymbol("BTCUSDT", 17, "BTC", "USDT", Decimal(1))),
+        next_id=42, assigned={"ETHUSDT": 41, "BTCUSDT": 17},
+    )  # fmt: skip
+    settings = Settings().replace(rest_url=sim.rest_url, home=tmp_path, top_n=1)
+    found = await load_symbol_directory(settings, published)
+    assert dict(found.names) == {41: "ETHUSDT", 17: "BTCUSDT"}
+    assert found.filters[17].symbol == "BTCUSDT"
+    # no ranking of its own: the 24 h tickers are never asked for
+    assert not [e for e in sim.request_log.entries() if "ticker" in e.path]
+
+
+async def test_executor_symbol_directory_refuses_a_symbol_the_exchange_does_not_list(sim, tmp_path):
+    settings = Settings().replace(rest_url=sim.rest_url, home=tmp_path, symbols=("NOPEUSDT",))
+    with pytest.raises(ConfigError, match="AEGIS_SYMBOLS: unknown symbol NOPEUSDT"):
+        await load_symbol_directory(settings)
