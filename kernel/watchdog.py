@@ -194,7 +194,11 @@ class Watchdog:
                 return
             # The store endpoints were resolved (maybe embedded servers started) and migrated
             # at boot; the rings and the port exist already. Changing them needs a new run.
-            fixed = ("home", "ring_capacity", "metrics_port", "database_url", "redis_url")
+            # The symbol list fixes the symbol ids: during a rolling restart old and new
+            # processes would disagree on what an id means, and an intent could name the
+            # wrong symbol. A new list needs a full stop and start.
+            fixed = ("home", "ring_capacity", "metrics_port", "database_url", "redis_url",
+                     "symbols", "top_n", "quote_asset", "mode")  # fmt: skip
             ignored = [f for f in fixed if getattr(fresh, f) != getattr(self.settings, f)]
             if ignored:
                 log.warning(

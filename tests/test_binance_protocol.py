@@ -149,8 +149,14 @@ def test_parse_arbitrary_bytes_never_raises_anything_but_malformed(frame):
         parser.parse(frame)
 
 
+# orjson (which builds the test frame) writes 64-bit integers only; wider ones are covered by
+# test_parse_integer_wider_than_64_bits_is_malformed with a hand-written frame.
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=12),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
     ),
@@ -253,3 +259,14 @@ def test_build_rest_kline_rows_round_trip_recorded_bars(parser, data_dir):
     back = parser.parse_rest_klines(body, "BTCUSDT", "1m")
     back["flags"] = BAR_CLOSED
     assert (back == bars).all()
+
+
+def test_parse_integer_wider_than_64_bits_is_malformed():
+    frame = (
+        b'{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{"t":60000,'
+        b'"T":119999,"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"10.0","c":"10.5","h":"11.0",'
+        b'"l":"9.5","v":"2.0","n":99999999999999999999999,"x":true,"q":"20.0","V":"1.0",'
+        b'"Q":"10.0","B":"0"}}}'
+    )
+    with pytest.raises(MalformedFrame):
+        KlineParser(IDS).parse(frame)

@@ -83,6 +83,16 @@ def test_weight_budget_ban_in_one_process_silences_the_other(tmp_path):
     assert any(t >= banned_until for t in grants)  # and resumes after
 
 
+def test_weight_budget_ban_never_lifts_before_its_exact_end(tmp_path):
+    now = [1_000.0]
+    with WeightBudget(tmp_path / "w.bin", limit=100, clock=lambda: now[0]) as budget:
+        budget.ban(1_000.0004)  # not a whole millisecond: storing it must round up, never down
+        now[0] = 1_000.0003
+        assert budget.try_acquire(1) > 0
+        now[0] = 1_000.001
+        assert budget.try_acquire(1) == 0.0
+
+
 class FakeClock:
     def __init__(self, now: float = 16_000 * 60.0) -> None:  # the start of a minute
         self.now = now

@@ -53,11 +53,19 @@ async def stored_times(dsn: str, symbol: str, first_ms: int, last_ms: int) -> li
     return [r[0] for r in rows]
 
 
-async def drop_random_connections(sim, count: int, rng: random.Random) -> int:
-    """Abort ``count`` live stream connections (no close frame), one at a random moment each."""
+async def drop_random_connections(
+    sim, count: int, rng: random.Random, hold: asyncio.Event | None = None
+) -> int:
+    """Abort ``count`` live stream connections (no close frame), one at a random moment each.
+
+    No drop happens while ``hold`` is set: a drop during a stall would reconnect the shard and
+    restart its silence clock, so the stall could never be seen as silence.
+    """
     dropped = 0
     while dropped < count:
         await asyncio.sleep(rng.uniform(0.02, 0.15))
+        if hold is not None and hold.is_set():
+            continue
         live = [c for c in sim.streams.connections if not c.closed]
         if live:
             rng.choice(live).abort("test: random drop")
@@ -78,11 +86,15 @@ async def test_feed_300_symbols_with_drops_stall_and_24h_cut_stores_every_closed
     last_ms = DAY2 + (WINDOW_MIN - 1) * MINUTE
     options = fast_options(max_connection_age_s=30 * 60)
     async with feed_rig(config, pg_dsn, tmp_path, options=options, sim_clock_ages=True) as rig:
-        drops = asyncio.create_task(drop_random_connections(rig.sim, 50, random.Random(3)))
+        hold = asyncio.Event()
+        drops = asyncio.create_task(drop_random_connections(rig.sim, 50, random.Random(3), hold))
         rig.sim.clock.resume()
         while rig.sim.clock.now_ms() < DAY2 + 50 * MINUTE:
             await asyncio.sleep(0.01)
+        hold.set()
         rig.sim.faults.stall(2.0)  # longer than the 1 s silence deadline
+        await asyncio.sleep(2.2)
+        hold.clear()
         assert await rig.wait_published_through(last_ms, timeout=60)
         assert await asyncio.wait_for(drops, 30) == 50
         stats = rig.feed.stats()

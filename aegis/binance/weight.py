@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import mmap
 import os
 import struct
@@ -188,7 +189,7 @@ class WeightBudget:
         """A 429: no process sends before ``retry_after_s`` from now."""
 
         def change(now, window, used, backoff_ms, banned_ms):
-            until = int((now + retry_after_s) * 1000)
+            until = _ceil_ms(now + retry_after_s)
             return window, used, max(backoff_ms, until), banned_ms, 0.0
 
         self._update(change)
@@ -197,7 +198,7 @@ class WeightBudget:
         """A 418: no process sends before ``until`` (epoch seconds)."""
 
         def change(now, window, used, backoff_ms, banned_ms):
-            return window, used, backoff_ms, max(banned_ms, int(until * 1000)), 0.0
+            return window, used, backoff_ms, max(banned_ms, _ceil_ms(until)), 0.0
 
         self._update(change)
 
@@ -225,3 +226,8 @@ def request_weight_limit(exchange_info: dict, default: int = DEFAULT_LIMIT) -> i
         ):
             return int(limit["limit"])
     return default
+
+
+def _ceil_ms(seconds: float) -> int:
+    # Rounded up: a hold stored as whole milliseconds must never end before the time it was given.
+    return math.ceil(seconds * 1000)

@@ -1,0 +1,230 @@
+"""Render the headline figures of ``benchmarks/results/latest.json`` as a Markdown table.
+
+``python -m benchmarks.summary`` prints the table the README shows. Each row names the JSON path
+it reads, so a figure in the README can always be traced to the run that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+
+# (area, JSON path inside the area, what it measures, unit, target text, target check)
+HEADLINES: list[tuple[str, str, str, str, str, object]] = [
+    (
+        "ring",
+        "transports.ring_record.latency_us.p50",
+        "ring one-way latency p50, per record",
+        "µs",
+        "≤ 3",
+        lambda v: v <= 3,
+    ),
+    (
+        "ring",
+        "transports.ring_record.latency_us.p99",
+        "ring one-way latency p99, per record",
+        "µs",
+        "≤ 20",
+        lambda v: v <= 20,
+    ),
+    (
+        "ring",
+        "transports.ring_record.throughput.records_per_s",
+        "ring throughput, per record",
+        "rec/s",
+        "≥ 1.5M",
+        lambda v: v >= 1.5e6,
+    ),
+    (
+        "ring",
+        "transports.ring_batch.throughput.records_per_s",
+        "ring throughput, batches",
+        "rec/s",
+        "≥ 50M",
+        lambda v: v >= 50e6,
+    ),
+    (
+        "ring",
+        "transports.mp_queue.latency_us.p50",
+        "multiprocessing.Queue one-way p50",
+        "µs",
+        "",
+        None,
+    ),
+    (
+        "ring",
+        "transports.mp_queue.throughput.records_per_s",
+        "multiprocessing.Queue throughput",
+        "rec/s",
+        "",
+        None,
+    ),
+    (
+        "ring",
+        "ring_idle_cpu_pct_by_wait.BlockingWait",
+        "idle consumer CPU, default wait",
+        "%",
+        "≤ 2",
+        lambda v: v <= 2,
+    ),
+    (
+        "store",
+        "copy_rows_per_s",
+        "market_data ingest (COPY path)",
+        "rows/s",
+        "≥ 100k",
+        lambda v: v >= 100_000,
+    ),
+    ("store", "executemany_rows_per_s", "market_data ingest (executemany)", "rows/s", "", None),
+    (
+        "kernel",
+        "restart_to_first_record_s.p99",
+        "SIGKILL → replacement's first record p99",
+        "s",
+        "≤ 1",
+        lambda v: v <= 1,
+    ),
+    (
+        "feed",
+        "pipeline_frames_per_s",
+        "feed parse+validate+publish",
+        "frames/s",
+        "≥ 50k",
+        lambda v: v >= 50_000,
+    ),
+    (
+        "feed",
+        "ws_recv_to_publish_us_p99",
+        "WebSocket receive → ring publish p99",
+        "µs",
+        "≤ 200",
+        lambda v: v <= 200,
+    ),
+    (
+        "binance",
+        "filter_check_us_p50",
+        "SymbolFilters.check per order p50",
+        "µs",
+        "≤ 20",
+        lambda v: v <= 20,
+    ),
+    ("features", "batch_bars_per_cpu_s", "features over recorded 1m bars", "bars/CPU-s", "", None),
+    (
+        "brain",
+        "smc_close_ms_p99",
+        "300 symbols close a 5m bar: features+model+sizing p99",
+        "ms",
+        "≤ 20",
+        lambda v: v <= 20,
+    ),
+    (
+        "executor",
+        "intent_to_fill_recorded.p99_ms",
+        "intent → paper fill recorded p99",
+        "ms",
+        "≤ 2",
+        lambda v: v <= 2,
+    ),
+    (
+        "backtest",
+        "full_bars_per_cpu_s",
+        "backtest, full pipeline",
+        "bars/CPU-s",
+        "≥ 200k",
+        lambda v: v >= 200_000,
+    ),
+    (
+        "backtest",
+        "aegis_vs_backtesting_py_speed",
+        "EMA crossover: AEGIS ÷ backtesting.py speed",
+        "×",
+        "> 1",
+        lambda v: v > 1,
+    ),
+    (
+        "backtest",
+        "aegis_vs_nautilus_speed",
+        "EMA crossover: AEGIS ÷ NautilusTrader speed",
+        "×",
+        "> 1",
+        lambda v: v > 1,
+    ),
+    (
+        "e2e",
+        "latency.ws_to_executor_ms.p99",
+        "WebSocket frame → intent at executor p99",
+        "ms",
+        "≤ 5",
+        lambda v: v <= 5,
+    ),
+    (
+        "e2e",
+        "throughput.sustained_bars_per_s",
+        "sustained bars/s through the kernel",
+        "bars/s",
+        "",
+        None,
+    ),
+    (
+        "e2e",
+        "kernel_rss_mb_total",
+        "RSS of the four kernel processes",
+        "MB",
+        "≤ 1024",
+        lambda v: v <= 1024,
+    ),
+]
+
+
+def lookup(data: dict, path: str) -> object:
+    node: object = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def fmt(value: float) -> str:
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:.0f}k"
+    if abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def table(report: dict) -> str:
+    lines = [
+        f"`make bench` of {report.get('generated_at', '?')} on {report['machine'].get('cpu', '?')} "
+        f"({report['machine'].get('cores')} cores); load average before/after "
+        f"{report['noise_before']['loadavg_1m']:.2f} / {report['noise_after']['loadavg_1m']:.2f}, "
+        f"calibration-loop spread {report['noise_before']['calibration_spread_pct']:.0f} % / "
+        f"{report['noise_after']['calibration_spread_pct']:.0f} %.",
+        "",
+        "| area | measure | value | target | met |",
+        "|---|---|---|---|---|",
+    ]
+    for area, path, what, unit, target, check in HEADLINES:
+        result = report["areas"].get(area)
+        value = None if result is None else lookup(result, path)
+        if not isinstance(value, int | float):
+            shown, met = ("not run" if result is None or "error" in result else "—"), ""
+        else:
+            shown = f"{fmt(float(value))} {unit}"
+            met = "" if check is None else ("yes" if check(float(value)) else "**no**")
+        lines.append(f"| {area} | {what} | {shown} | {target} | {met} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    print(table(json.loads(RESULTS.read_text())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
