@@ -6,9 +6,10 @@ touched), the Binance-protocol simulator replaying the bundled real 1m bars at `
 real time, and the kernel exactly as in live use — watchdog, feed over WebSocket + REST, brain,
 executor in paper mode — on the sub-home ``<home>/demo`` (its own lock, rings and spill files).
 
-The simulator (``aegis.kernel.demo_sim``: Binance's 24 h connection cut in wall time) starts
-paused and is resumed once every process is running and the feed is connected, so no simulated
-hour passes unseen. ``DemoProgress`` prints the status line and paces the replay (the speed is a
+The simulator (``--lifetime-in-wall-time``: Binance's 24 h connection cut counted in wall time,
+because at 20,000x a simulated day lasts 4 s while the feed replaces connections on its own
+clock, as it must live) starts paused and is resumed once every process is running and the feed
+is connected, so no simulated hour passes unseen. ``DemoProgress`` prints the status line and paces the replay (the speed is a
 ceiling: the simulator's clock is held while the kernel lags more than ``max_lag_minutes`` of
 market); once every recorded bar is stored and every ring is drained it sends this process
 SIGTERM, and the kernel stops as on any SIGTERM (Ctrl-C takes the same path). The report
@@ -173,14 +174,14 @@ def expected_last_bars(plan: DemoPlan) -> dict[str, int]:
 
 
 def _start_simulator(plan: DemoPlan):
-    from aegis.kernel.demo_sim import DemoSimulator
+    from aegis.binance.sim import SimulatorProcess
 
     # Ctrl-C reaches the whole foreground process group; the simulator must outlive the
     # kernel's graceful stop, so it starts with SIGINT blocked (the mask is inherited) and is
     # stopped by SIGTERM after the kernel.
     old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        return DemoSimulator(_sim_args(plan)).start()
+        return SimulatorProcess([*_sim_args(plan), "--lifetime-in-wall-time"]).start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 

@@ -41,3 +41,14 @@ def test_cli_bad_arguments_return_exit_code_2(capsys):
     assert main(["--symbols", "NOPEUSDT", "--port", "0"]) == 2
     assert "no kline file for ['NOPEUSDT']" in capsys.readouterr().err
     assert main(["--balance", "USDT=lots"]) == 2
+
+
+def test_cli_lifetime_in_wall_time_scales_binances_24h_cut_by_the_speed():
+    from aegis.binance.sim.cli import build_parser, config_from_args
+
+    simulated = config_from_args(build_parser().parse_args(["--speed", "2000"]))
+    wall = config_from_args(
+        build_parser().parse_args(["--speed", "2000", "--lifetime-in-wall-time"])
+    )
+    assert simulated.connection_lifetime_ms == 86_400_000
+    assert wall.connection_lifetime_ms == 86_400_000 * 2000

@@ -251,35 +251,21 @@ def close_trade(
     entry = pos.entry_fill_price
     gross = (fill / entry - 1.0) * 100.0
     net = pnl / spent * 100.0 if spent > 0 else 0.0
-    return PaperTrade(
-        intent_id=pos.intent_id,
-        symbol_id=pos.symbol_id,
-        quantity=pos.quantity,
-        entry_at_ms=pos.entry_at_ms,
-        exit_at_ms=time_ms,
-        duration_ms=time_ms - pos.entry_at_ms,
+    return PaperTrade.closing(
+        pos,
+        time_ms=time_ms,
         bars_held=bars_held,
-        entry_price=pos.entry_price,
         entry_fill_price=entry,
         close_price=decision_price,
         close_fill_price=fill,
-        notional=pos.notional,
         gross_return_pct=gross,
         net_return_pct=net,
         commission_quote=pos.entry_commission + exit_fee,
         slippage_quote=0.0,
-        commission_pct=pos.commission_pct,
         slippage_pct=0.0,
         pnl=pnl,
-        reward_score=net,
         exit_reason=EXIT_REASON_NAMES.get(exit_code, "unknown"),
         exit_code=exit_code,
-        decision_time_ms=pos.decision_time_ms,
-        predicted_return_pct=pos.predicted_return_pct,
-        confidence=pos.confidence,
-        model_version=pos.model_version,
-        position_size_pct=pos.position_size_pct,
-        features=pos.features,
     )
 
 

@@ -119,6 +119,61 @@ class PaperTrade:
     position_size_pct: float
     features: tuple[float, ...]
 
+    @classmethod
+    def closing(
+        cls,
+        pos: PaperPosition,
+        *,
+        time_ms: int,
+        bars_held: int,
+        entry_fill_price: float,
+        close_price: float,
+        close_fill_price: float,
+        gross_return_pct: float,
+        net_return_pct: float,
+        commission_quote: float,
+        slippage_quote: float,
+        slippage_pct: float,
+        pnl: float,
+        exit_reason: str,
+        exit_code: int,
+    ) -> PaperTrade:
+        """The trade that closes ``pos``: what it was opened with, plus how it ended.
+
+        Paper and live exits compute the ending differently (modelled fills vs real ones); the
+        rest of the trade is the position's and must not be re-typed at each call site.
+        """
+        return cls(
+            intent_id=pos.intent_id,
+            symbol_id=pos.symbol_id,
+            quantity=pos.quantity,
+            entry_at_ms=pos.entry_at_ms,
+            exit_at_ms=time_ms,
+            duration_ms=time_ms - pos.entry_at_ms,
+            bars_held=bars_held,
+            entry_price=pos.entry_price,
+            entry_fill_price=entry_fill_price,
+            close_price=close_price,
+            close_fill_price=close_fill_price,
+            notional=pos.notional,
+            gross_return_pct=gross_return_pct,
+            net_return_pct=net_return_pct,
+            commission_quote=commission_quote,
+            slippage_quote=slippage_quote,
+            commission_pct=pos.commission_pct,
+            slippage_pct=slippage_pct,
+            pnl=pnl,
+            reward_score=net_return_pct,
+            exit_reason=exit_reason,
+            exit_code=exit_code,
+            decision_time_ms=pos.decision_time_ms,
+            predicted_return_pct=pos.predicted_return_pct,
+            confidence=pos.confidence,
+            model_version=pos.model_version,
+            position_size_pct=pos.position_size_pct,
+            features=pos.features,
+        )
+
     def to_record(self) -> dict[str, Any]:
         """Plain dict for the ``virtual_trades`` row."""
         return _row(self)

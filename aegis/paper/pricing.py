@@ -22,34 +22,20 @@ def close_position(
     cash_in = proceeds - exit_commission
     gross, net = trade_return_pct_nb(pos.entry_price, price, pos.commission_pct, pos.slippage_pct)
     slippage_quote = qty * (pos.entry_fill_price - pos.entry_price) + qty * (price - fill)
-    trade = PaperTrade(
-        intent_id=pos.intent_id,
-        symbol_id=pos.symbol_id,
-        quantity=pos.quantity,
-        entry_at_ms=pos.entry_at_ms,
-        exit_at_ms=time_ms,
-        duration_ms=time_ms - pos.entry_at_ms,
+    trade = PaperTrade.closing(
+        pos,
+        time_ms=time_ms,
         bars_held=held,
-        entry_price=pos.entry_price,
         entry_fill_price=pos.entry_fill_price,
         close_price=price,
         close_fill_price=fill,
-        notional=pos.notional,
         gross_return_pct=gross,
         net_return_pct=net,
         commission_quote=pos.entry_commission + exit_commission,
         slippage_quote=slippage_quote,
-        commission_pct=pos.commission_pct,
         slippage_pct=pos.slippage_pct,
         pnl=cash_in - pos.cost,
-        reward_score=net,
         exit_reason=exit_reason,
         exit_code=exit_code,
-        decision_time_ms=pos.decision_time_ms,
-        predicted_return_pct=pos.predicted_return_pct,
-        confidence=pos.confidence,
-        model_version=pos.model_version,
-        position_size_pct=pos.position_size_pct,
-        features=pos.features,
     )
     return trade, cash_in

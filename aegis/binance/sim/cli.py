@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orders-per-10s", type=int, default=50)
     p.add_argument("--orders-per-day", type=int, default=160_000)
     p.add_argument("--exchange-info", type=Path, help="recorded exchangeInfo (.json[.gz])")
+    p.add_argument(
+        "--lifetime-in-wall-time",
+        action="store_true",
+        help="count Binance's 24 h connection lifetime in wall time, not simulated time (a fast "
+        "replay whose client replaces its connections on the machine's clock, as it must live)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
@@ -85,7 +91,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
     if args.symbols:
         symbols = tuple(s.strip().upper() for chunk in args.symbols for s in chunk.split(",") if s)
     balances = tuple(args.balance) if args.balance else (("USDT", Decimal("10000")),)
-    extra = {"exchange_info_path": args.exchange_info} if args.exchange_info else {}
+    extra: dict[str, object] = {}
+    if args.exchange_info:
+        extra["exchange_info_path"] = args.exchange_info
+    if args.lifetime_in_wall_time:
+        extra["connection_lifetime_ms"] = int(
+            SimConfig.connection_lifetime_ms * max(args.speed, 1.0)
+        )
     return SimConfig(
         data_paths=tuple(args.data) if args.data else (KLINES_DIR,),
         symbols=symbols,
