@@ -46,6 +46,22 @@ class CachedOrder:
     cumulative_quote: Decimal
     update_time_ms: int
 
+    @classmethod
+    def from_exchange(cls, order: ExchangeOrder) -> CachedOrder:
+        """The state a REST answer (new order, query, open orders) reports."""
+        return cls(
+            order.symbol,
+            order.client_order_id,
+            order.order_id,
+            order.side,
+            order.order_type,
+            order.status,
+            order.quantity,
+            order.executed_quantity,
+            order.cumulative_quote,
+            order.time_ms,
+        )
+
     @property
     def is_final(self) -> bool:
         """True when the order can no longer change."""
@@ -96,35 +112,11 @@ class AccountCache:
         self._balance_time = {a: snapshot.update_time_ms for a in snapshot.balances}
         self._open = {}
         for order in open_orders:
-            self._open[order.client_order_id] = CachedOrder(
-                order.symbol,
-                order.client_order_id,
-                order.order_id,
-                order.side,
-                order.order_type,
-                order.status,
-                order.quantity,
-                order.executed_quantity,
-                order.cumulative_quote,
-                order.time_ms,
-            )
+            self._open[order.client_order_id] = CachedOrder.from_exchange(order)
 
     def remember(self, order: ExchangeOrder) -> None:
         """Record an order state learnt from a REST answer (new order, query)."""
-        self._store(
-            CachedOrder(
-                order.symbol,
-                order.client_order_id,
-                order.order_id,
-                order.side,
-                order.order_type,
-                order.status,
-                order.quantity,
-                order.executed_quantity,
-                order.cumulative_quote,
-                order.time_ms,
-            )
-        )
+        self._store(CachedOrder.from_exchange(order))
 
     def apply(self, event: UserEvent) -> None:
         """Fold one user-data event into the cache."""
