@@ -76,3 +76,15 @@ def test_resolve_endpoints_and_migrate_embedded_under_home(server_home: Path) ->
     finally:
         endpoints.stop()
     assert not pg.is_running()
+
+
+def test_make_traversable_opens_every_private_parent_for_the_service_user(tmp_path):
+    from aegis.store.embedded import _make_traversable
+
+    private = tmp_path / "private"
+    leaf = private / "venv" / "pginstall"
+    leaf.mkdir(parents=True)
+    private.chmod(0o700)
+    _make_traversable(leaf)
+    for directory in (leaf, leaf.parent, private):
+        assert directory.stat().st_mode & 0o055 == 0o055, directory

@@ -7,7 +7,7 @@ given home, listen on a Unix socket only (no port to collide with), and are reus
 
 PostgreSQL refuses to run as root. Like ``pgserver`` itself, when we are root the cluster is
 owned by and run as the system user ``pgserver`` (created with ``useradd`` if missing), and the
-directories above the home are made traversable (o+rx) for it.
+directories above the home and above the bundled binaries are made traversable (o+rx) for it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ def _pgserver_bin() -> Path:
         warnings.simplefilter("ignore")  # platformdirs warns about XDG_RUNTIME_DIR on import
         from pgserver._commands import POSTGRES_BIN_PATH
     return Path(POSTGRES_BIN_PATH)
+
+
+def _make_traversable(path: Path) -> None:
+    """Add read and search permission for group and others on ``path`` and every parent."""
+    for directory in [path, *path.parents]:
+        mode = directory.stat().st_mode
+        if mode & 0o055 != 0o055:
+            directory.chmod(mode | 0o055)
 
 
 def _socket_dir(home: Path, name: str) -> Path:
@@ -167,11 +175,11 @@ class EmbeddedPostgres:
         if self._user is None:
             return
         for path in (self.home, self.socket_dir):
-            for parent in [path, *path.parents]:
-                mode = parent.stat().st_mode
-                if mode & 0o055 != 0o055:
-                    parent.chmod(mode | 0o055)
+            _make_traversable(path)
             self._chown(path)
+        # The binaries live in the virtualenv, which may sit below a private (0700) directory
+        # such as a `mktemp -d` checkout: the service user must be able to reach them too.
+        _make_traversable(self._bin.parent)
         if self.logfile.exists():
             self._chown(self.logfile)
 
