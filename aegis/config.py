@@ -137,6 +137,11 @@ class Settings:
     paper_fill_deadline_s: float = setting(
         0.0, "Reject a paper intent whose entry bar opens later than this; 0 = never."
     )
+    brain_patience_s: float = setting(
+        1.0,
+        "The executor handles a bar before the brain has decided on it only after the "
+        "brain has stalled this long (its exits must not wait for a stopped brain).",
+    )
     live_reconcile_interval_s: float = setting(
         300.0, "Periodic reconciliation with the exchange (live)."
     )
@@ -304,6 +309,7 @@ def _check(s: Settings) -> None:
     need(s.promotion_min_trades >= 1, "promotion_min_trades", "must be positive")
     need(s.notify_queue_size >= 1, "notify_queue_size", "must be positive")
     need(s.rest_timeout_s > 0, "rest_timeout_s", "must be positive")
+    need(s.brain_patience_s > 0, "brain_patience_s", "must be positive")
     need(1000 <= s.recv_window_ms <= 60000, "recv_window_ms", "must be within 1000..60000")
     need(0 <= s.metrics_port < 65536, "metrics_port", "must be a TCP port")
     need(

@@ -2,9 +2,11 @@
 journaled.
 
 - ``submit_memory_journal``: one ``LiveExchange.submit`` of a BTCUSDT intent: ``SymbolFilters.fit``
-  of the MARKET BUY and the sellable-at-stop check, the journal write before sending, a signed
+  of the MARKET BUY (sized from the last closed bar, as in operation: one bar is handled
+  first) and the sellable-at-stop check, the journal write before sending, a signed
   ``POST /api/v3/order`` (newOrderRespType FULL) to the in-process simulator over a real loopback
-  socket, then the order state with its fill journaled. In-memory journal.
+  socket, then the order state with its fill journaled. In-memory journal. The order is the only
+  REST request of a sample.
 - ``submit_pg_journal``: the same with ``PgOrderJournal`` on the local PostgreSQL (a scratch
   database, dropped afterwards): two durable transactions per intent (the intent before
   sending; the answer with its fill).
@@ -57,6 +59,8 @@ async def _submit_series(sim, journal, home: Path, first_id: int) -> dict:
             market = LiveMarket.from_symbol_info(info["symbols"][0])
             ex = LiveExchange(rest, journal, {0: market}, LiveConfig(unknown_grace_s=0.1))
             await ex.start()
+            price = float(await rest.avg_price("BTCUSDT"))
+            await ex.on_bar(0, DAY2 - 60_000, price, price, price, price)
             samples = []
             for i in range(N):
                 intent = PaperIntent(first_id + i, 0, DAY2, 20.0, 1.0, 2.0)
@@ -70,8 +74,9 @@ async def _submit_series(sim, journal, home: Path, first_id: int) -> dict:
 
 
 async def _run() -> dict:
+    # Real-time clock: a frozen server clock would refuse timestamps a second ahead (-1021).
     config = SimConfig(
-        symbols=("BTCUSDT",), speed=0, start_paused=True, updates_per_bar=2, start_ms=DAY2,
+        symbols=("BTCUSDT",), speed=1.0, start_paused=False, updates_per_bar=2, start_ms=DAY2,
         orders_limit_10s=1_000_000,
         accounts=(AccountSpec(balances=(("USDT", Decimal("1000000")),)),),
     )  # fmt: skip

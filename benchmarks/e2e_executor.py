@@ -56,8 +56,8 @@ class MeasuredExecutor(ExecutorProcess):
         self._intents = _StampedConsumer(self._intents, self.stamps)
         self._path = Path(ctx.settings.home) / "e2e_intents.npy"
 
-    async def step(self) -> int:
-        handled = await super().step()
+    async def _take_intents(self) -> int:
+        handled = await super()._take_intents()
         now = time.monotonic()
         if now >= self._next_save:
             self._next_save = now + SAVE_EVERY_S

@@ -23,6 +23,8 @@ from aegis.kernel.child import SPARE_READY, standby
 from aegis.kernel.control import ControlBlock, ProcessState
 from aegis.kernel.topology import ProcessConfig, ProcessSpec
 
+SPARE_PREPARE_BOUND_S = 30.0  # see keep_spares
+
 
 class SupervisedChild:
     """The watchdog's record of one process of the table (one instance per slot)."""
@@ -61,6 +63,7 @@ class SupervisedChild:
         self.spare: tuple[SpawnProcess, Connection] | None = None
         self.retired: list[SpawnProcess] = []
         self._spare_after = 0.0  # no respawn of a dying spare more often than once a second
+        self._spare_since = 0.0  # when the current spare was spawned
         self._write("state", self.state)
 
     # -- control block ------------------------------------------------------------------------
@@ -88,22 +91,36 @@ class SupervisedChild:
         theirs.close()
         return proc, ours
 
-    def keep_spare(self, now: float) -> None:
-        """Have one warm spare waiting (respawn one that died, at most once a second)."""
+    def keep_spare(self, now: float, *, spawn: bool = True) -> None:
+        """Have one warm spare waiting (respawn one that died, at most once a second).
+
+        ``spawn=False`` only follows the current spare (the watchdog makes one spare at a
+        time: see ``spare_preparing``).
+        """
         if not self._warm_spare:
             return
         self.reap_retired()
         if self.spare is not None and self.spare[0].exitcode is not None:
             self.drop_spare()
             self._spare_after = now + 1.0
-        if self.spare is None and now >= self._spare_after:
+        if self.spare is None and spawn and now >= self._spare_after:
             self.spare = self._spawn()
+            self._spare_since = now
             self._write("spare_pid", self.spare[0].pid)
             self._write("spare_ready", 0)
         if self.spare is not None and not self._block.slots[self.slot]["spare_ready"]:
             with contextlib.suppress(EOFError, OSError):
                 if self.spare[1].poll() and self.spare[1].recv() == SPARE_READY:
                     self._write("spare_ready", 1)
+
+    def spare_preparing(self, now: float) -> bool:
+        """True while this child's spare imports and loads kernels, for at most
+        ``SPARE_PREPARE_BOUND_S`` (a spare stuck preparing stops holding the others back)."""
+        return (
+            self.spare is not None
+            and not self._block.slots[self.slot]["spare_ready"]
+            and now - self._spare_since < SPARE_PREPARE_BOUND_S
+        )
 
     def drop_spare(self) -> None:
         """Dismiss the spare: EOF on its pipe makes it leave once it has finished preparing.
@@ -271,6 +288,22 @@ class SupervisedChild:
         self.backoff_until = until
         self._write("backoff_until_ns", time.monotonic_ns() + int(delay_s * 1e9))
         self.set_state(ProcessState.BACKOFF)
+
+
+def keep_spares(children: list[SupervisedChild], now: float) -> None:
+    """One warm spare per running child, made one at a time.
+
+    A spare is made once its child runs, so it never competes with that start for the CPU,
+    and only while no other spare is preparing, so their start-up peaks (a core each, and
+    well above their idle resident size while LLVM initialises) never add
+    up: at boot the three spares come one after another instead of all at once.
+    """
+    preparing = any(child.spare_preparing(now) for child in children)
+    for child in children:
+        child.reap_retired()
+        if child.state == ProcessState.RUNNING:
+            child.keep_spare(now, spawn=not preparing)
+            preparing = preparing or child.spare_preparing(now)
 
 
 WARM_UP_PREFIX = "aegis-warm-"  # private rings of aegis.processes.runtime.warm_ring_kernels

@@ -40,12 +40,21 @@ class ProcessSpec:
 
 @dataclass(frozen=True)
 class RingSpec:
-    """One ring: its record dtype, its single producer and its consumers (by process name)."""
+    """One ring: its record dtype, its single producer and its consumers (by process name).
+
+    ``after`` pipelines consumers, as pairs ``(consumer, consumer it reads after)``: the first
+    sees a record only once the second has committed it (``SequenceBarrier`` bounds that wait).
+    """
 
     name: str
     dtype: np.dtype
     producer: str
     consumers: tuple[str, ...]
+    after: tuple[tuple[str, str], ...] = ()
+
+    def dependencies(self, consumer: str) -> tuple[int, ...]:
+        """Consumer indices ``consumer`` reads after."""
+        return tuple(self.consumers.index(b) for a, b in self.after if a == consumer)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,11 @@ class ProcessTable:
                 raise TopologyError(f"ring {ring.name} names unknown processes {sorted(unknown)}")
             if not ring.consumers or len(set(ring.consumers)) != len(ring.consumers):
                 raise TopologyError(f"ring {ring.name} needs distinct consumers")
+            for pair in ring.after:
+                if len(set(pair)) != 2 or not set(pair) <= set(ring.consumers):
+                    raise TopologyError(
+                        f"ring {ring.name}: after {pair} needs two of its consumers"
+                    )
 
     def names(self) -> tuple[str, ...]:
         """Process names in start order."""
@@ -86,7 +100,15 @@ DEFAULT_TABLE = ProcessTable(
         ProcessSpec("executor", "aegis.processes.executor:main"),
     ),
     rings=(
-        RingSpec("market", BAR_DTYPE, producer="feed", consumers=("brain", "executor")),
+        # The executor reads a bar after the brain has decided on it, so the intents the bar
+        # caused are already on the intents ring: entries are never applied a bar late.
+        RingSpec(
+            "market",
+            BAR_DTYPE,
+            producer="feed",
+            consumers=("brain", "executor"),
+            after=(("executor", "brain"),),
+        ),
         RingSpec("intents", INTENT_DTYPE, producer="brain", consumers=("executor",)),
         RingSpec("reports", REPORT_DTYPE, producer="executor", consumers=("brain",)),
     ),
@@ -117,6 +139,7 @@ class RingBinding:
     shm_name: str
     dtype: np.dtype
     consumer_index: int | None  # None = this process is the producer
+    after: tuple[int, ...] = ()  # consumer indices this consumer reads after
 
 
 @dataclass(frozen=True)
@@ -147,5 +170,6 @@ def bindings_for(table: ProcessTable, home: Path, process: str) -> tuple[RingBin
         if ring.producer == process:
             out.append(RingBinding(ring.name, shm, ring.dtype, None))
         if process in ring.consumers:
-            out.append(RingBinding(ring.name, shm, ring.dtype, ring.consumers.index(process)))
+            out.append(RingBinding(ring.name, shm, ring.dtype, ring.consumers.index(process),
+                                   ring.dependencies(process)))  # fmt: skip
     return tuple(out)

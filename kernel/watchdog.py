@@ -26,7 +26,7 @@ from aegis.kernel.events import EventRecorder, KernelEvent
 from aegis.kernel.rings import RingHost
 from aegis.kernel.signals import SignalQueue
 from aegis.kernel.status import format_table, snapshot
-from aegis.kernel.supervised import SupervisedChild, sweep_warm_up_segments
+from aegis.kernel.supervised import SupervisedChild, keep_spares, sweep_warm_up_segments
 from aegis.kernel.topology import (
     ProcessConfig,
     ProcessSpec,
@@ -252,11 +252,7 @@ class Watchdog:
                 self._start(child, now, "boot")
             elif child.state == ProcessState.BACKOFF and now >= child.backoff_until:
                 self._start(child, now, child.stop_reason or "restart")
-        # A spare is made once its child runs, so it never competes with a start for the CPU.
-        for child in self.children:
-            child.reap_retired()
-            if child.state == ProcessState.RUNNING:
-                child.keep_spare(now)
+        keep_spares(self.children, now)
 
     def _reap(self, now: float) -> None:
         for child in self.children:

@@ -34,6 +34,7 @@ from aegis.ml.registry import ModelRegistry
 from aegis.ml.shadow import experience_rows
 from aegis.ml.training import TrainingJob, TrainingParams, retrain_decision
 from aegis.processes.brain_history import load_minute_bars
+from aegis.processes.ring_waiter import RingWaiter
 from aegis.processes.runtime import KernelProcess, ProcessContext, run_process
 from aegis.records import INTENT_DTYPE, REPORT_TRADE_CLOSED
 from aegis.ringbuffer import RingFull
@@ -47,9 +48,9 @@ log = logging.getLogger(__name__)
 MODEL_POLL_S = 5.0
 RETRAIN_CHECK_S = 30.0
 DROP_LOG_S = 60.0
-IDLE_SLEEP_S = 0.0005
+IDLE_WAIT_S = 0.1  # longest sleep without a ring wake-up (housekeeping, stop requests)
 PUBLISH_TIMEOUT_S = 0.05
-MARKET_MAX_BATCH = 4096  # ~14 minutes of 300 symbols
+MARKET_MAX_BATCH = 1024  # ~3 minutes of 300 symbols: one synchronous stretch stays short
 VIRTUAL_TRADE_SOURCE = "virtual_trade"
 
 
@@ -156,10 +157,17 @@ class Brain(KernelProcess):
         before_ms = int(waiting["open_time_ms"].min()) if len(waiting) else np.iinfo(np.int64).max
         async with ctx.db.acquire() as conn:
             await self._warm_up(ctx, conn, self._names, before_ms)
-        while not ctx.stopping:
-            worked = self.step()
-            await self._housekeeping(ctx)
-            await asyncio.sleep(0 if worked else IDLE_SLEEP_S)
+        waiter = RingWaiter((self.market, self.reports))
+        try:
+            while not ctx.stopping:
+                worked = self.step()
+                await self._housekeeping(ctx)
+                if worked:
+                    await asyncio.sleep(0)  # let the writer and the heartbeat run
+                else:
+                    await waiter.wait(IDLE_WAIT_S)
+        finally:
+            waiter.close()
 
     def step(self) -> int:
         """Handle the reports waiting and one market batch; return records handled."""

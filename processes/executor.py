@@ -3,10 +3,11 @@
 Supervised by the kernel (``aegis.kernel``) through ``processes.runtime``: ``main(config)`` runs
 ``ExecutorProcess``. On start it rebuilds the paper book from PostgreSQL (open positions, pending
 intents, every intent id already seen, cash) before reading any ring, so a restart continues
-where the last life's committed writes stopped. Its loop polls the ``intents`` ring (consumer of
-the brain) before the ``market`` ring (consumer 1 of the feed), hands each batch to
-``ExecutorService`` — which returns once the batch's rows are committed — and only then
-commits the ring batch. SIGTERM lets the current batch finish, then ``drain`` takes what is
+where the last life's committed writes stopped. It reads the ``market`` ring (consumer 1 of the
+feed) after the brain (a pipeline: a bar reaches the executor once the brain has decided on it,
+unless the brain stalls ``AEGIS_BRAIN_PATIENCE_S``) and the ``intents`` ring; intents first. It
+sleeps on the rings' wake-ups (``RingWaiter``), hands each batch to ``ExecutorService`` —
+which returns once the batch's rows are committed — and only then commits the ring batch. SIGTERM lets the current batch finish, then ``drain`` takes what is
 left in both rings, persists it and the process exits 0.
 
 Live mode (``AEGIS_MODE=live``): orders go to ``AEGIS_REST_URL`` through
@@ -25,15 +26,55 @@ from aegis.notify.notifier import DeliveryPolicy, Notifier
 from aegis.processes.executor_live import LiveSession, open_live
 from aegis.processes.executor_service import ExecutorService, PersistAborted
 from aegis.processes.executor_symbols import SymbolDirectory, kernel_symbol_directory
+from aegis.processes.ring_waiter import RingWaiter
 from aegis.processes.runtime import KernelProcess, ProcessContext, run_process
-from aegis.store.executor_tables import ExecutorTables
+from aegis.store.executor_rows import LedgerBatch
+from aegis.store.executor_tables import ExecutorTables, RestoredBook
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # records per ring batch: bounds one synchronous stretch well under 250 ms
-IDLE_SLEEP_S = 0.0005  # poll period while records keep coming
-SLOW_IDLE_SLEEP_S = 0.005  # after ~1 s without records
-SLOW_AFTER_IDLE_POLLS = 2000
+IDLE_WAIT_S = 0.1  # longest sleep without a wake-up: bounds the reaction to a stop request
+HELD_NAP_S = 0.0005  # bars wait for the brain's commit, which sends no wake-up
+
+
+class LaneTables:
+    """``ExecutorTables`` on two connections: a write takes whichever is idle.
+
+    The executor writes an intent batch while a bar batch's write is in flight (``run``);
+    every executor write is idempotent and only moves rows forward (``executor_tables``), so
+    two in flight commit correctly in either order.
+    """
+
+    def __init__(self, database, *, mode: str) -> None:
+        self._lanes = [ExecutorTables(database, mode=mode) for _ in range(2)]
+        self._idle = list(self._lanes)
+        self._freed = asyncio.Condition()
+
+    @property
+    def transactions(self) -> int:
+        return sum(lane.transactions for lane in self._lanes)
+
+    async def write(self, batch: LedgerBatch) -> None:
+        async with self._freed:
+            await self._freed.wait_for(lambda: self._idle)
+            lane = self._idle.pop()
+        try:
+            await lane.write(batch)
+        finally:
+            async with self._freed:
+                self._idle.append(lane)
+                self._freed.notify()
+
+    async def load(self, starting_cash: float) -> RestoredBook:
+        return await self._lanes[0].load(starting_cash)
+
+    async def load_known(self, starting_cash: float) -> RestoredBook:
+        return await self._lanes[0].load_known(starting_cash)
+
+    async def close(self) -> None:
+        for lane in self._lanes:
+            await lane.close()
 
 
 class ExecutorProcess(KernelProcess):
@@ -69,7 +110,7 @@ class ExecutorProcess(KernelProcess):
                                 timeout_s=settings.notify_timeout_s)  # fmt: skip
         self.notifier = Notifier.from_settings(settings, policy)
         await self.notifier.start()
-        self.tables = ExecutorTables(ctx.db, mode=settings.mode)
+        self.tables = LaneTables(ctx.db, mode=settings.mode)
         extra = {}
         if settings.mode == "live":
             self.live = await open_live(
@@ -87,29 +128,70 @@ class ExecutorProcess(KernelProcess):
             **extra,
         )
         self._intents = ctx.consumer("intents", max_batch=self._max_batch)
-        self._market = ctx.consumer("market", max_batch=self._max_batch)
+        # The kernel's topology pipelines this consumer after the brain's (``after``).
+        self._market = ctx.consumer(
+            "market", max_batch=self._max_batch, patience_s=settings.brain_patience_s
+        )
 
     async def run(self, ctx: ProcessContext) -> None:
-        idle = 0
+        """Intents are never queued behind a bar batch's database write (see ``step``).
+
+        A bar batch's write runs as a task on its own connection while new intents are decided
+        and written on the other. A new bar batch starts only when the last one is committed
+        and no intent write is in flight, so a fill can never be written before the NEW order
+        row it fills.
+        """
+        waiter = RingWaiter((self._intents, self._market))
+        bar_write: asyncio.Task | None = None
         try:
             while not ctx.stopping:
-                if await self.step():
-                    idle = 0
+                worked = await self._take_intents()
+                if bar_write is not None and bar_write.done():
+                    handled, bar_write = bar_write.result(), None  # re-raises its failure
+                    self._market.commit()
+                    worked = worked or handled
+                if bar_write is None:
+                    bars = self._market.poll()
+                    if len(bars):
+                        if len(self._intents.poll()):
+                            continue  # intents decided on these bars go first
+                        bar_write = asyncio.create_task(self.service.handle_bars(bars))
+                        worked = True
+                if worked:
+                    await asyncio.sleep(0)
                     continue
-                idle += 1
-                slow = idle > SLOW_AFTER_IDLE_POLLS
-                await asyncio.sleep(SLOW_IDLE_SLEEP_S if slow else IDLE_SLEEP_S)
+                if bar_write is not None:  # its bars stay readable until committed
+                    await waiter.wait(IDLE_WAIT_S, (self._intents,), also=bar_write)
+                else:
+                    await waiter.wait(HELD_NAP_S if self._market.held else IDLE_WAIT_S)
         except PersistAborted:
             log.error("executor stopping with an unwritten batch; it stays in the ring")
+        finally:
+            waiter.close()
+            if bar_write is not None:
+                # Stopping: the batch's write finishes (or gives up) before drain reads again.
+                (outcome,) = await asyncio.gather(bar_write, return_exceptions=True)
+                if not isinstance(outcome, BaseException):
+                    self._market.commit()
+
+    async def _take_intents(self) -> int:
+        intents = self._intents.poll()
+        if not len(intents):
+            return 0
+        handled = await self.service.handle_intents(intents)
+        self._intents.commit()
+        return handled
 
     async def step(self) -> int:
-        """Handle at most one batch of each ring (intents first); return records handled."""
+        """Handle at most one batch of each ring, intents first; return records handled.
+
+        The market batch is taken first: the brain has committed it (pipeline), so every
+        intent it decided on those bars is on the intents ring by now, and is handled before
+        the bars that may fill it. (``run`` does the same with the two writes overlapped.)
+        """
         handled = 0
-        intents = self._intents.poll()
-        if len(intents):
-            handled += await self.service.handle_intents(intents)
-            self._intents.commit()
         bars = self._market.poll()
+        handled += await self._take_intents()
         if len(bars):
             handled += await self.service.handle_bars(bars)
             self._market.commit()

@@ -4,9 +4,16 @@ Start order matters for restart safety: the REST client syncs its server-time of
 user-data stream is started (account and order events into the account cache), then
 ``LiveExchange.start()`` rebuilds every unfinished intent from the ``orders``/``trades`` journal
 and reconciles it with the exchange (``account``, ``openOrders``, each order by client order id)
-**before** the executor takes its first intent. The reconciler then runs in the background on
-every stream reconnect, on fills of unresolved orders, and periodically. A reconciler that
+**before** the executor takes its first intent. The reconciler then runs in the background:
+fully on every stream reconnect after that and periodically, and order by order (from the
+stream, else one query by client id) for orders whose outcome was unknown. A reconciler that
 stops for good (``HaltError``: banned, keys refused) stops the process.
+
+Keys: live mode without ``AEGIS_API_KEY``/``AEGIS_API_SECRET``, or keys Binance refuses at start
+(-2014 bad format, -2015 invalid key/IP/permissions, -1022 bad signature, i.e. wrong secret,
+-1002 unauthorized), are a ``ConfigError``: the process exits ``BOOT_ERROR`` (78) with one line
+naming the variables, and the watchdog does not restart it in a loop. Neither the secret nor the
+key is ever part of that message.
 """
 
 from __future__ import annotations
@@ -17,10 +24,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aegis.binance.errors import AuthError
 from aegis.binance.journal_pg import PgOrderJournal
 from aegis.binance.live import LiveConfig, LiveExchange, LiveMarket
 from aegis.binance.rest import BinanceRestClient
-from aegis.binance.userdata import UserDataStream
+from aegis.binance.userdata import UserDataStream, UserDataStreamError
 from aegis.binance.weight import WeightBudget
 from aegis.config import ConfigError, Settings
 from aegis.processes.executor_symbols import SymbolDirectory
@@ -59,7 +67,13 @@ async def open_live(
     on_halt: Callable[[str], None],
     checkpoint: Callable[[str], None] | None = None,
 ) -> LiveSession:
-    """Connect, rebuild and reconcile; return a session whose exchange may take intents."""
+    """Connect, rebuild and reconcile; return a session whose exchange may take intents.
+
+    Raises ``ConfigError`` for missing or refused API keys."""
+    if not (settings.api_key and settings.api_secret):
+        raise ConfigError(
+            "AEGIS_API_KEY / AEGIS_API_SECRET: live mode needs both (or their *_FILE forms)"
+        )
     missing = [i for i in directory.names if i not in directory.infos]
     if missing:
         raise ConfigError(f"live mode needs exchangeInfo entries for symbol ids {missing}")
@@ -86,12 +100,19 @@ async def open_live(
         stream.start()
         try:
             await stream.wait_connected(STREAM_CONNECT_WAIT_S)
+            # The start reconciliation below comes after this connect: it covers it.
+            stream.reconcile_due.clear()
         except TimeoutError:
             # Not fatal: reconciliation over REST covers what the stream would have said.
             log.warning("user-data stream not connected after %.0f s; reconciling over REST",
                         STREAM_CONNECT_WAIT_S)  # fmt: skip
         report = await exchange.start()
         log.info("live executor reconciled at start: %s", report)
+    except (AuthError, UserDataStreamError) as exc:
+        await session.close()
+        if isinstance(exc, UserDataStreamError) and not exc.fatal:
+            raise
+        raise ConfigError(keys_refused(exc, settings)) from None
     except BaseException:
         await session.close()
         raise
@@ -106,3 +127,16 @@ async def open_live(
 
     session.reconciler.add_done_callback(reconciler_done)
     return session
+
+
+def keys_refused(exc: AuthError | UserDataStreamError, settings: Settings) -> str:
+    """The one-line boot error for keys Binance refused; never shows the key or the secret."""
+    text = exc.msg
+    for secret in (settings.api_secret, settings.api_key):
+        if secret:
+            text = text.replace(secret, "***")
+    text = " ".join(text.split())[:200]
+    return (
+        f"AEGIS_API_KEY / AEGIS_API_SECRET: Binance refused the API key (code {exc.code}: "
+        f"{text}); check the key, the secret, the key's IP whitelist and its permissions"
+    )

@@ -319,7 +319,7 @@ class ExecutorService:
         if latest_ms is not None:
             await self._watch_equity(latest_ms, now_ms, batch, reports, notes)
         for pos in ex.open_positions():
-            if pos.symbol_id in touched and self.venue.records_book:
+            if pos.symbol_id in touched and self.venue.records_positions:
                 self._open[pos.intent_id] = pos
                 batch.positions[pos.intent_id] = position_row(
                     pos, self.directory.name_of(pos.symbol_id), now_ms
@@ -377,6 +377,7 @@ class ExecutorService:
                         pos.intent_id, symbol, self.mode, STATUS_FILLED, now_ms,
                         quantity=pos.quantity, price=pos.entry_fill_price, quote=pos.notional,
                     ))  # fmt: skip
+                if self.venue.records_positions:
                     batch.positions[pos.intent_id] = position_row(pos, symbol, now_ms)
                 notes.append(messages.trade_opened(
                     symbol, pos.quantity, pos.entry_fill_price, pos.notional, pos.stop_pct,
@@ -401,9 +402,10 @@ class ExecutorService:
     def _closed(self, trade, now_ms, batch, reports, notes) -> None:
         symbol = self.directory.name_of(trade.symbol_id)
         self.counters["trades_closed"] += 1
-        pos = self._open.pop(trade.intent_id, None)
+        pos = self._open.pop(trade.intent_id, None) or self.venue.closed_position(trade.intent_id)
         if self.venue.records_book:
             batch.orders.append(exit_order_row(trade, symbol, self.mode, now_ms))
+        if self.venue.records_positions and pos is not None:
             batch.positions[trade.intent_id] = position_row(pos, symbol, now_ms, closed=trade)
         distances = None if pos is None else (pos.stop_pct, pos.take_pct)
         # Live trades go to virtual_trades too: it is the table the brain learns from.

@@ -136,6 +136,7 @@ class ProcessContext:
         if ring not in self._consumers:
             binding = self.config.binding(ring, producer=False)
             ring_obj = self._ring(binding)
+            kwargs.setdefault("after", binding.after)
             self._consumers[ring] = ring_obj.consumer(binding.consumer_index, **kwargs)
         return self._consumers[ring]
 

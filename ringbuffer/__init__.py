@@ -17,16 +17,62 @@ Modules: ``layout`` (offsets, header), ``segment`` (shared memory without resour
 ``kernels`` (Numba hot paths and the memory-ordering argument), ``sequence``, ``barrier``,
 ``wait`` (BusySpin/Yielding/Sleeping/Blocking), ``wake`` (kernel wake-ups), ``producer``,
 ``consumer``, ``stats``, ``ring``. This package imports nothing else of AEGIS.
+
+Importing the package, creating, attaching, inspecting and unlinking a ring never import Numba
+(~150 MB of RSS with the kernels loaded): the watchdog and ``aegis-kernel status`` only do that.
+``Producer``, ``Consumer``, ``Sequence`` and the wait strategies, which run the kernels, are
+imported on first use (``ring.producer()``, ``ring.consumer()`` or naming them here).
 """
 
-from .consumer import Consumer
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import RingError, RingFull, RingInUseError, RingLayoutError
 from .layout import LAYOUT_VERSION, MAX_CONSUMERS, dtype_fingerprint
-from .producer import Producer
 from .ring import Ring
-from .sequence import Sequence
 from .stats import ConsumerStats, RingStats
-from .wait import DEFAULT_WAIT, BlockingWait, BusySpinWait, SleepingWait, WaitStrategy, YieldingWait
+
+if TYPE_CHECKING:
+    from .consumer import Consumer
+    from .producer import Producer
+    from .sequence import Sequence
+    from .wait import (
+        DEFAULT_WAIT,
+        BlockingWait,
+        BusySpinWait,
+        SleepingWait,
+        WaitStrategy,
+        YieldingWait,
+    )
+
+# Names whose modules load the Numba kernels: resolved on first access (PEP 562).
+_LAZY = {
+    "Consumer": "consumer",
+    "Producer": "producer",
+    "Sequence": "sequence",
+    "DEFAULT_WAIT": "wait",
+    "BlockingWait": "wait",
+    "BusySpinWait": "wait",
+    "SleepingWait": "wait",
+    "WaitStrategy": "wait",
+    "YieldingWait": "wait",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "DEFAULT_WAIT",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .barrier import SequenceBarrier
 from .errors import RingError, RingInUseError
-from .kernels import load_acquire, store_release
+from .kernels import arm_wake, load_acquire, store_release
 from .layout import CURSOR, consumer_heartbeat_word, consumer_pid_word, consumer_sequence_word
 from .segment import pid_alive
 from .wait import DEFAULT_WAIT, WaitStrategy
@@ -38,11 +39,17 @@ class Consumer:
         index: int,
         wait: WaitStrategy = DEFAULT_WAIT,
         max_batch: int | None = None,
+        after: Sequence[int] = (),
+        patience_s: float = 1.0,
     ) -> None:
         if not 0 <= index < ring.consumers:
             raise ValueError(f"consumer index {index} outside 0..{ring.consumers - 1}")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if any(not 0 <= i < ring.consumers for i in after):
+            raise ValueError(
+                f"after={tuple(after)} names a consumer outside 0..{ring.consumers - 1}"
+            )
         meta = ring._meta
         pid_word = consumer_pid_word(index)
         holder = int(meta[pid_word])
@@ -60,7 +67,7 @@ class Consumer:
         self._mask = ring.capacity - 1
         self._max_batch = ring.capacity if max_batch is None else max_batch
         self._wait = wait
-        self._barrier = SequenceBarrier(meta, index, listener)
+        self._barrier = SequenceBarrier(meta, index, listener, after, patience_s)
         self._sequence_word = consumer_sequence_word(index)
         self._heartbeat_word = consumer_heartbeat_word(index)
         self._pid_word = pid_word
@@ -87,21 +94,69 @@ class Consumer:
         return self._view(load_acquire(self._base, CURSOR))
 
     def wait_for(self, timeout: float | None = None) -> np.ndarray:
-        """Like ``poll`` but wait per the wait strategy; return an empty view after ``timeout`` s."""
-        cursor = load_acquire(self._base, CURSOR)
-        if cursor > self._sequence:
-            return self._view(cursor)
-        now = time.monotonic_ns()
-        deadline = None if timeout is None else now + int(timeout * 1e9)
+        """Like ``poll`` but wait per the wait strategy; return an empty view after ``timeout`` s.
+
+        Records held back by an ``after`` dependency are waited for by short naps (the
+        dependency's commit wakes nobody).
+        """
+        deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
+        nap = 0
         while True:
+            cursor = load_acquire(self._base, CURSOR)
+            now = time.monotonic_ns()
+            if cursor > self._sequence:
+                batch = self._view(cursor)
+                if len(batch) or (deadline is not None and now >= deadline):
+                    return batch
+                self._wait.idle(nap)  # held by a dependency
+                nap += 1
+                continue
             self._meta[self._heartbeat_word] = now
             chunk_end = now + int(HEARTBEAT_PERIOD_S * 1e9)
             if deadline is not None:
                 chunk_end = min(chunk_end, deadline)
             cursor = self._wait.wait(self._barrier, self._sequence, chunk_end)
-            now = time.monotonic_ns()
-            if cursor > self._sequence or (deadline is not None and now >= deadline):
+            timed_out = deadline is not None and time.monotonic_ns() >= deadline
+            if cursor <= self._sequence and timed_out:
                 return self._view(cursor)
+
+    @property
+    def bypasses(self) -> int:
+        """Times records were read past an ``after`` dependency that stalled ``patience_s``."""
+        return self._barrier.bypasses
+
+    # -- event-loop integration: sleep in select/epoll instead of in the wait strategy --------
+
+    def wake_fileno(self) -> int:
+        """The descriptor that becomes readable on the producer's wake-up (``BlockingWait``)."""
+        if self._barrier.listener is None:
+            raise RingError("wake_fileno needs a consumer created with BlockingWait")
+        return self._barrier.listener.fileno()
+
+    def arm(self) -> bool:
+        """Ask the producer for a wake-up on its next publish; True if records are readable now.
+
+        Call before sleeping on ``wake_fileno()``; ``disarm()`` after waking (the flag and the
+        queued wake-ups are cleared). Records ``held`` by a dependency are not readable, and
+        the dependency's commit sends no wake-up: nap briefly while ``held``.
+        """
+        barrier = self._barrier
+        cursor = arm_wake(self._base, barrier.wake_index, barrier.cursor_index)
+        return barrier.limit(cursor, self._sequence) > self._sequence
+
+    @property
+    def held(self) -> bool:
+        """True while published records wait for an ``after`` dependency to commit them."""
+        cursor = load_acquire(self._base, CURSOR)
+        return cursor > self._sequence and self._barrier.limit(cursor, self._sequence) <= (
+            self._sequence
+        )
+
+    def disarm(self) -> None:
+        """Lower the wake flag and drop queued wake-ups."""
+        self._barrier.lower_wake_flag()
+        if self._barrier.listener is not None:
+            self._barrier.listener.drain()
 
     def commit(self, count: int | None = None) -> None:
         """Mark the last polled batch (or its first ``count`` records) handled, with one store."""
@@ -126,7 +181,7 @@ class Consumer:
         self._barrier = None
         self._base = None
         # Shadow the reading methods so a late call fails clearly (free on the hot path).
-        self.poll = self.wait_for = self.commit = self._closed
+        self.poll = self.wait_for = self.commit = self.arm = self.disarm = self._closed
         if int(self._meta[self._pid_word]) == os.getpid():
             self._meta[self._pid_word] = 0
 
@@ -135,7 +190,7 @@ class Consumer:
 
     def _view(self, cursor: int) -> np.ndarray:
         sequence = self._sequence
-        available = cursor - sequence
+        available = self._barrier.limit(cursor, sequence) - sequence
         if available <= 0:
             self._pending = 0
             return self._empty

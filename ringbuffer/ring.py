@@ -6,12 +6,11 @@ import contextlib
 import logging
 import os
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .consumer import Consumer
 from .errors import RingInUseError, RingLayoutError
-from .kernels import store_release
 from .layout import (
     H_CAPACITY,
     H_CONSUMERS,
@@ -32,10 +31,13 @@ from .layout import (
     read_geometry,
     validate_parameters,
 )
-from .producer import Producer
 from .segment import Segment, attach_segment, pid_alive, publish_segment, unlink_segment
 from .stats import RingStats, snapshot
-from .wait import DEFAULT_WAIT, WaitStrategy
+
+if TYPE_CHECKING:  # these load the Numba kernels: imported when a role is taken (see below)
+    from .consumer import Consumer
+    from .producer import Producer
+    from .wait import WaitStrategy
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +101,11 @@ class Ring:
             meta[H_OWNER_PID] = os.getpid()
             meta[H_DATA_OFFSET] = geometry.data_offset
             meta[H_CREATED_NS] = time.time_ns()
-            store_release(meta.ctypes.data, H_MAGIC, MAGIC)
+            # A plain store suffices (and keeps Numba out of ring creation): the segment is
+            # still under a private temporary name; ``publish_segment`` then gives it its
+            # public name with link(2), a system call that orders every earlier store of this
+            # thread before it, and a reader can only map the segment after finding that name.
+            meta[H_MAGIC] = MAGIC
 
         try:
             segment = publish_segment(name, geometry.total_bytes, geometry.meta_words, initialise)
@@ -143,17 +149,37 @@ class Ring:
         """Return a snapshot of this ring."""
         return snapshot(self.name, self._meta, self._geometry)
 
-    def producer(self, wait: WaitStrategy = DEFAULT_WAIT) -> Producer:
-        """Become the ring's producer (``RingInUseError`` if another live process is)."""
-        producer = Producer(self, wait)
+    def producer(self, wait: WaitStrategy | None = None) -> Producer:
+        """Become the ring's producer (``RingInUseError`` if another live process is).
+
+        ``wait`` defaults to ``DEFAULT_WAIT``. The first role taken in a process imports the
+        Numba kernels (loaded from the on-disk cache).
+        """
+        from .producer import Producer
+        from .wait import DEFAULT_WAIT
+
+        producer = Producer(self, DEFAULT_WAIT if wait is None else wait)
         self._roles.append(producer)
         return producer
 
     def consumer(
-        self, index: int, wait: WaitStrategy = DEFAULT_WAIT, max_batch: int | None = None
+        self,
+        index: int,
+        wait: WaitStrategy | None = None,
+        max_batch: int | None = None,
+        after: tuple[int, ...] = (),
+        patience_s: float = 1.0,
     ) -> Consumer:
-        """Become consumer ``index``, resuming at its committed sequence."""
-        consumer = Consumer(self, index, wait, max_batch)
+        """Become consumer ``index``, resuming at its committed sequence.
+
+        ``after``: consumers that must commit a record before this one reads it (a pipeline;
+        see ``SequenceBarrier`` for the ``patience_s`` bound on that wait); ``wait`` as above.
+        """
+        from .consumer import Consumer
+        from .wait import DEFAULT_WAIT
+
+        wait = DEFAULT_WAIT if wait is None else wait
+        consumer = Consumer(self, index, wait, max_batch, after, patience_s)
         self._roles.append(consumer)
         return consumer
 

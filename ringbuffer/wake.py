@@ -39,12 +39,20 @@ class WakeListener:
         """Block up to ``timeout_s``; return True when woken, after draining pending wake-ups."""
         if not self._poll.poll(max(0, int(timeout_s * 1000) + 1)):
             return False
+        self.drain()
+        return True
+
+    def fileno(self) -> int:
+        """The socket's descriptor, for an event loop's reader."""
+        return self._sock.fileno()
+
+    def drain(self) -> None:
+        """Drop every queued wake-up."""
         try:
             while True:
                 self._sock.recv(64)
         except BlockingIOError:
             pass
-        return True
 
     def close(self) -> None:
         self._sock.close()

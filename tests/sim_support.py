@@ -7,8 +7,9 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import orjson
 
-from aegis.binance.signing import signed_query
+from aegis.binance.signing import hmac_signature, signed_query
 from aegis.binance.sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimConfig
 
 KEY = DEFAULT_API_KEY
@@ -70,3 +71,37 @@ async def drain(ws: Any, quiet_s: float = 0.2) -> int:
         except TimeoutError:
             return count
         count += 1
+
+
+async def subscribe_user_data(session: aiohttp.ClientSession, sim: Any):
+    """Open a WS API connection subscribed to the default account's events; (ws, sub id)."""
+    ws = await session.ws_connect(sim.ws_api_url)
+    params = {"apiKey": KEY, "timestamp": sim.server_time_ms()}
+    payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
+    params["signature"] = hmac_signature(SECRET, payload)
+    await ws.send_str(
+        orjson.dumps(
+            {"id": "sub-1", "method": "userDataStream.subscribe.signature", "params": params}
+        ).decode()
+    )
+    answer = orjson.loads((await ws.receive(timeout=5)).data)
+    assert answer["id"] == "sub-1" and answer["status"] == 200
+    return ws, answer["result"]["subscriptionId"]
+
+
+async def next_events(ws: Any, count: int) -> list[dict]:
+    """The next ``count`` user-data frames (``{"subscriptionId", "event"}``) of ``ws``."""
+    out = []
+    while len(out) < count:
+        msg = orjson.loads((await ws.receive(timeout=5)).data)
+        if "event" in msg:
+            out.append(msg)
+    return out
+
+
+async def events_until(ws: Any, done: Any) -> list[dict]:
+    """User-data events of ``ws`` up to and including the first one for which ``done`` holds."""
+    out = []
+    while not out or not done(out[-1]):
+        out.append((await next_events(ws, 1))[0]["event"])
+    return out

@@ -390,3 +390,142 @@ async def test_fill_of_an_own_id_no_intent_tracks_is_reported_as_drift(sim, tmp_
     (line,) = [d for d in report.drift if "not tracked" in d]
     assert line.startswith("aegis-119: BUY 0.00100000 BTCUSDT")
     assert not [d for d in report.drift if "aegis-118" in d]
+
+
+# -- settling orders without full reconciliation -------------------------------------------------
+
+FULL_RECONCILIATION = ("GET /api/v3/account", "GET /api/v3/openOrders")
+
+
+def sim_trades(sim, client_order_id: str) -> dict[int, Decimal]:
+    """Trade id -> quantity of every fill the simulator made for one client order id."""
+    return {f.trade_id: f.qty for o in sim_orders(sim, client_order_id) for f in o.fills}
+
+
+def journaled(journal: MemoryOrderJournal, client_order_id: str) -> dict[int, Decimal]:
+    return {t: f.quantity for (_, t), f in journal.fills.items()
+            if f.client_order_id == client_order_id}  # fmt: skip
+
+
+async def test_sequential_orders_with_the_user_stream_on_cause_no_full_reconciliation(
+    sim, tmp_path, pg_dsn
+):
+    """With a durable journal, each order's stream events arrive while its REST call (answer and
+    journal write) is still in flight; they must wait for that answer, not ask REST."""
+    from live_support import eventually, requests_per_endpoint, streaming
+
+    from aegis.binance.journal_pg import PgOrderJournal
+    from aegis.schema.migrator import migrate
+
+    await migrate(pg_dsn)
+    journal = await PgOrderJournal.connect(pg_dsn)
+    n = 12
+    ids = [entry_client_id(200 + i) for i in range(n)]
+    try:
+        await journal._pool.execute("DELETE FROM orders WHERE mode = 'live'")
+        await journal._pool.execute("DELETE FROM trades WHERE mode = 'live'")
+        async with live_exchange(sim.rest_url, tmp_path, journal) as ex, streaming(ex, sim):
+            before = requests_per_endpoint(sim)
+            outcomes = [(await ex.submit(intent(200 + i, notional=20.0))).status
+                        for i in range(n)]  # fmt: skip
+            # Every order's stream events have reached the exchange.
+            await eventually(lambda: all(ex.cache.order(c) is not None for c in ids))
+            await asyncio.sleep(0.05)  # let the reconciler act on them, if it were to
+            events = ex.drain_events()
+            positions = ex.open_positions()
+            fills = (await journal.load_unfinished()).fills
+            closed = await ex.flatten(0)  # n exit orders, settled the same way
+            exits = [exit_client_id(200 + i, 1) for i in range(n)]
+            await eventually(lambda: all(ex.cache.order(c) is not None for c in exits))
+            await asyncio.sleep(0.05)
+            after = requests_per_endpoint(sim)
+    finally:
+        await journal.close()
+    assert outcomes == ["filled"] * n
+    assert dict(ex.reconciliations) == {"start": 1, "reconnect": 1} and not ex.resolutions
+    for endpoint in (*FULL_RECONCILIATION, "GET /api/v3/order"):
+        assert after.get(endpoint, 0) == before.get(endpoint, 0), endpoint
+    assert after["POST /api/v3/order"] - before.get("POST /api/v3/order", 0) == 2 * n
+    # Nothing doubled: one journal fill per exchange trade, under the exchange's trade id.
+    for cid in ids:
+        got = {f.trade_id: f.quantity for f in fills if f.client_order_id == cid}
+        assert got == sim_trades(sim, cid) != {}
+    assert [type(e) for e in events] == [PositionOpened] * n
+    assert sum(p.quantity for p in positions) == btc_held(sim) + sum(
+        sum(sim_trades(sim, c).values()) for c in exits
+    )
+    assert [type(e) for e in closed] == [TradeClosed] * n and ex.open_positions() == ()
+
+
+async def test_unknown_outcome_is_settled_from_the_user_stream_without_any_query(sim, tmp_path):
+    from live_support import eventually, requests_per_endpoint, streaming
+
+    journal = MemoryOrderJournal()
+    config = LiveConfig(unknown_grace_s=0.2, stream_wait_s=0.05)
+    async with live_exchange(sim.rest_url, tmp_path, journal, config) as ex, streaming(ex, sim):
+        before = requests_per_endpoint(sim)
+        sim.faults.fail_orders_after_placing(1)
+        outcome = await ex.submit(intent(301))
+        await eventually(lambda: ex.open_positions() != ())
+        after = requests_per_endpoint(sim)
+        events = ex.drain_events()
+        (pos,) = ex.open_positions()
+    assert outcome.status == "pending" and sim.faults.injected["order_5xx"] == 1
+    assert dict(ex.resolutions) == {"streamed": 1}
+    assert dict(ex.reconciliations) == {"start": 1, "reconnect": 1}
+    for endpoint in (*FULL_RECONCILIATION, "GET /api/v3/order"):
+        assert after.get(endpoint, 0) == before.get(endpoint, 0), endpoint
+    assert len(posts_for(sim, "aegis-301")) == 1
+    assert journaled(journal, "aegis-301") == sim_trades(sim, "aegis-301") != {}
+    assert not any(f.estimated for f in journal.fills.values())  # real fills, real fees
+    assert [type(e) for e in events] == [PositionOpened] and pos.quantity == btc_held(sim)
+
+
+async def test_unknown_outcome_the_stream_missed_is_settled_by_one_query_by_client_id(
+    sim, tmp_path
+):
+    from live_support import eventually, requests_per_endpoint, streaming
+
+    from aegis.binance.user_events import OrderUpdate
+
+    def lost(event) -> bool:
+        return isinstance(event, OrderUpdate) and event.client_order_id == "aegis-302"
+
+    journal = MemoryOrderJournal()
+    config = LiveConfig(unknown_grace_s=0.2, stream_wait_s=0.05)
+    async with (
+        live_exchange(sim.rest_url, tmp_path, journal, config) as ex,
+        streaming(ex, sim, drop=lost),
+    ):
+        before = requests_per_endpoint(sim)
+        sim.faults.fail_orders_after_placing(1)
+        outcome = await ex.submit(intent(302))
+        await eventually(lambda: ex.open_positions() != ())
+        after = requests_per_endpoint(sim)
+        (pos,) = ex.open_positions()
+    assert outcome.status == "pending" and dict(ex.resolutions) == {"resolved": 1}
+    queries = [e for e in sim.request_log.entries("/api/v3/order") if e.method == "GET"]
+    assert [q.params["origClientOrderId"] for q in queries] == ["aegis-302"]
+    for endpoint in FULL_RECONCILIATION:
+        assert after.get(endpoint, 0) == before.get(endpoint, 0), endpoint
+    assert len(posts_for(sim, "aegis-302")) == 1 and pos.quantity == btc_held(sim)
+
+
+def test_merge_fills_takes_each_trade_once_and_never_more_than_was_executed():
+    from aegis.binance.journal import JournalFill
+    from aegis.binance.live_ledger import merge_fills
+
+    def fill(trade_id: int, qty: str) -> JournalFill:
+        q = Decimal(qty)
+        return JournalFill("aegis-1", "BTCUSDT", trade_id, "BUY", Decimal(100), q, q * 100,
+                           Decimal(0), "BTC", False, 0, 7)  # fmt: skip
+
+    recorded = [fill(11, "0.1")]
+    # The stream repeats trade 11 and the answer's trade 12; trade 13 is new.
+    merged = merge_fills(recorded, [fill(12, "0.2"), fill(11, "0.1"), fill(12, "0.2"),
+                                    fill(13, "0.3")], Decimal("0.6"))  # fmt: skip
+    assert [f.trade_id for f in merged] == [12, 13]
+    # An answer without trade ids (synthetic, negative) next to the stream's real ids: the same
+    # 0.3 told twice is taken once, since an order never fills beyond its executed quantity.
+    twice = merge_fills([], [fill(-7000, "0.3"), fill(21, "0.3")], Decimal("0.3"))
+    assert [f.trade_id for f in twice] == [-7000]

@@ -75,10 +75,24 @@ async def test_entry_killed_after_the_order_reached_the_exchange_is_recovered_on
     # Killed before the answer was journaled, the order is looked up; after, it is rebuilt.
     assert state["report"]["resolved"] == (0 if crash_at == "after_ack" else 1)
     assert state["positions"] == [[501, str(btc_held(sim))]]
-    assert state["events"] == [["PositionOpened", 501, ""]]
+    # Announced by the life that journals the fill: killed after that write, the position is
+    # rebuilt silently (its announcement died with the process); before it, the restart is the
+    # life that journals the fill.
+    assert state["events"] == ([] if crash_at == "after_ack" else [["PositionOpened", 501, ""]])
     again = await run_child(sim, journal_dsn, tmp_path, "enter", 501)
     assert again["outcome"] == "duplicate" and again["report"]["drift"] == []
     assert len(posts_for(sim, "aegis-501")) == 1 and len(sim_orders(sim, "aegis-501")) == 1
+
+
+async def test_restart_rebuilds_an_open_position_without_announcing_it_again(
+    sim, journal_dsn, tmp_path
+):
+    opened = await run_child(sim, journal_dsn, tmp_path, "enter", 505)
+    assert opened["events"] == [["PositionOpened", 505, ""]]
+    for _ in range(2):
+        state = await run_child(sim, journal_dsn, tmp_path, "status", 0)
+        assert state["positions"] == [[505, str(btc_held(sim))]]
+        assert state["events"] == [] and state["report"]["drift"] == []
 
 
 async def test_entry_killed_before_send_is_rejected_as_not_sent_and_never_sent(

@@ -8,7 +8,7 @@ from decimal import Decimal
 import aiohttp
 import orjson
 import pytest
-from sim_support import KEY, SECRET, call, quick_config
+from sim_support import KEY, SECRET, call, next_events, quick_config, subscribe_user_data
 
 from aegis.binance.signing import hmac_signature
 from aegis.binance.sim.catalog import read_exchange_info
@@ -34,30 +34,6 @@ async def order(http, sim, **params):
     return await call(
         http, sim, "POST", "/api/v3/order", {"symbol": "BTCUSDT", **params}, signed=True
     )
-
-
-async def subscribe_user_data(http, sim):
-    ws = await http.ws_connect(sim.ws_api_url)
-    params = {"apiKey": KEY, "timestamp": sim.server_time_ms()}
-    payload = "&".join(f"{k}={params[k]}" for k in sorted(params))
-    params["signature"] = hmac_signature(SECRET, payload)
-    await ws.send_str(
-        orjson.dumps(
-            {"id": "sub-1", "method": "userDataStream.subscribe.signature", "params": params}
-        ).decode()
-    )
-    answer = orjson.loads((await ws.receive(timeout=5)).data)
-    assert answer["id"] == "sub-1" and answer["status"] == 200
-    return ws, answer["result"]["subscriptionId"]
-
-
-async def next_events(ws, count):
-    out = []
-    while len(out) < count:
-        msg = orjson.loads((await ws.receive(timeout=5)).data)
-        if "event" in msg:
-            out.append(msg)
-    return out
 
 
 async def test_market_buy_fills_at_current_price_with_commission_in_base(sim, http):
@@ -111,8 +87,11 @@ async def test_invalid_symbol_and_missing_parameters(sim, http):
         "code": -1102,
         "msg": "Mandatory parameter 'timeInForce' was not sent, was empty/null, or malformed.",
     }
-    _, body, _ = await order(http, sim, side="BUY", type="STOP_LOSS", quantity="0.001")
-    assert body["code"] == -1014
+    _, body, _ = await order(http, sim, side="SELL", type="STOP_LOSS", quantity="0.001")
+    assert body == {
+        "code": -1102,
+        "msg": "Mandatory parameter 'stopPrice' was not sent, was empty/null, or malformed.",
+    }
 
 
 async def test_limit_order_rests_locks_funds_and_cancels(sim, http):

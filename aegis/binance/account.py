@@ -7,6 +7,10 @@ sets absolute balances, ``balanceUpdate`` applies a deposit/withdrawal delta, an
 connection rollover overlaps two subscriptions) or late (after a newer snapshot): an update
 older than what the cache holds is ignored, and a fill is counted once per
 (symbol, trade id), so replays never double a fill.
+
+Listeners: ``order_listeners`` hear every order update once (a replayed fill is not passed
+on), ``fill_listeners`` only the updates that carry a fill. ``LiveExchange`` uses them to settle
+orders from the stream instead of asking REST.
 """
 
 from __future__ import annotations
@@ -67,6 +71,22 @@ class CachedOrder:
         """True when the order can no longer change."""
         return self.status in FINAL_STATUSES
 
+    def to_exchange(self) -> ExchangeOrder:
+        """The state as an ``ExchangeOrder`` without fills (like an order query's answer)."""
+        return ExchangeOrder(
+            self.symbol,
+            self.order_id,
+            self.client_order_id,
+            self.side,
+            self.order_type,
+            self.status,
+            _ZERO,
+            self.quantity,
+            self.executed_quantity,
+            self.cumulative_quote,
+            self.update_time_ms,
+        )
+
 
 class AccountCache:
     """In-memory account state; ``apply`` is the only way events change it."""
@@ -79,6 +99,7 @@ class AccountCache:
         self._final: OrderedDict[str, CachedOrder] = OrderedDict()
         self._keep_final = keep_final
         self._fills_seen: set[tuple[str, int]] = set()
+        self.order_listeners: list[Callable[[OrderUpdate], None]] = []
         self.fill_listeners: list[Callable[[OrderUpdate], None]] = []
         self.events_applied = 0
         self.stale_ignored = 0
@@ -172,6 +193,8 @@ class AccountCache:
                     ev.transaction_time_ms,
                 )
             )
+        for listener in self.order_listeners:
+            listener(ev)
         if ev.is_trade:
             for listener in self.fill_listeners:
                 listener(ev)

@@ -4,18 +4,26 @@ Interface (what the executor calls in either mode): ``submit(intent) -> SubmitOu
 ``on_bar(...) -> events``, ``flatten(...) -> events``, ``open_positions()``, ``equity()``,
 ``snapshot()``; events are the paper ones (``PositionOpened``, ``TradeClosed``,
 ``IntentRejected``). Live-only: ``start()`` (rebuild + reconcile before any intent),
-``reconcile(reason)``, ``drain_events()`` (events produced by submit and reconciliation) and
-``run_reconciler(stream)``. Every method is a coroutine; they serialise on one lock, so a
-reconciliation never interleaves with an order in flight.
+``reconcile(reason)``, ``resolve_due()``, ``drain_events()`` (events produced by submit,
+the stream and reconciliation), ``closed_position(intent_id)`` and ``run_reconciler(stream)``.
+Every method is a coroutine; they serialise on one lock, so a reconciliation never interleaves
+with an order in flight.
 
 Order safety:
 
 * ``newClientOrderId`` is derived from the intent id (``aegis-<id>``; exits
   ``aegis-<id>-x<attempt>``, never reused), and the order is written to the ``OrderJournal``
   **before** it is sent; a second intent with the same id is a duplicate and sends nothing.
-* An unknown outcome (5xx, timeout, -1007) is resolved by querying the client order id —
-  first by the REST client, then by reconciliation — and **never by sending again**. Until it is
-  resolved the position takes no other order.
+* An order is settled by its REST answer; the user-data events of an order whose REST call is
+  still in flight (they usually arrive first) only wait for that answer, so an ordinary fill
+  costs no request beyond the order itself. Fills are deduplicated by trade id (the FULL answer
+  and the stream describe the same trades).
+* An unknown outcome (5xx, timeout, -1007) is **never resolved by sending again**. With the
+  user-data stream connected, the order's ``executionReport`` events settle it (status,
+  cumulative quantity and quote, each fill with its commission) — no request at all; if the
+  stream has not told its final state within ``stream_wait_s``, one order query by client id
+  (weight 4) settles it. Without the stream, the REST client queries at once (up to 3 times).
+  Until it is resolved the position takes no other order.
 * An order still ``SUBMITTING`` in the journal that the exchange does not know (the process died
   before sending) is marked rejected once older than ``unknown_grace_s``; it was never placed, so
   nothing is lost and nothing can be doubled.
@@ -39,11 +47,18 @@ Exits — executor-managed on closed 1m bars, not exchange-side OCO/stop orders:
     STOP_LOSS far below the rule's stop as a crash guard is a planned addition (the simulator
     does not match stop orders yet, so it could not be tested here).
 
-Reconciliation (``reconcile``): at start, after every user-data reconnect and every
-``reconcile_interval_s``: REST ``account`` and ``openOrders`` reseed the ``AccountCache``; each
-unresolved journal order is queried by client order id and settled (an order filled while we
-were away gets its fill recorded and its position opened or closed); a position whose base
-asset balance is gone from the account is closed with reason ``reconciled``.
+Reconciliation (``reconcile``, weight ~100): at start, after every user-data reconnect, every
+``reconcile_interval_s``, and when drift is suspected (an exit refused, a fill of an own id no
+intent tracks) — never because an order was answered. REST ``account`` and ``openOrders``
+reseed the ``AccountCache``; each unresolved journal order is settled (from the stream, else by
+a query by client id; an order filled while we were away gets its fill recorded and its
+position opened or closed); a position whose base asset balance is gone from the account is
+closed with reason ``reconciled``. ``reconciliations`` counts them by reason, ``resolutions``
+counts the targeted settlements by outcome.
+
+Restart: positions rebuilt from the journal are not announced again (no second "trade opened"):
+their ``PositionOpened`` belonged to the life that journaled the fill. An entry the journal
+held unresolved and reconciliation finds filled is announced once, as any fill.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from decimal import Decimal
@@ -80,7 +96,14 @@ from aegis.binance.live_ledger import (
     IntentLedger,
     LiveConfig,
 )
-from aegis.binance.live_reconcile import ReconcileReport, reconcile, wait_grace
+from aegis.binance.live_reconcile import (
+    OUTCOME_OPEN,
+    OUTCOME_UNKNOWN,
+    ReconcileReport,
+    reconcile,
+    resolve_order,
+    wait_grace,
+)
 from aegis.binance.models import ExchangeOrder
 from aegis.binance.rest import BinanceRestClient
 from aegis.binance.user_events import OrderUpdate
@@ -104,6 +127,10 @@ log = logging.getLogger(__name__)
 
 SUBMIT_FILLED = "filled"
 Checkpoint = Callable[[str], None]
+RECHECK_S = 1.0  # soonest second look at an order the exchange does not have yet
+OPEN_RECHECK_S = 5.0  # next look at an order that is on the exchange but not final
+RETRY_S = 5.0  # next look after a query that failed
+REST_LOOKUPS = 3  # the REST client's own queries after an unknown outcome, without the stream
 
 __all__ = [
     "REJECT_EXCHANGE_PREFIX",
@@ -144,16 +171,29 @@ class LiveExchange:
         self._lock = asyncio.Lock()
         self._marks: dict[int, float] = {}
         self._last_bar: dict[int, int] = {}
-        self.reconcile_requested = asyncio.Event()
+        self.reconcile_requested = asyncio.Event()  # a full reconciliation is wanted
+        self.resolve_requested = asyncio.Event()  # an order check was scheduled or is due
         self.last_report: ReconcileReport | None = None
-        self.cache.fill_listeners.append(self._on_fill_event)
+        self.reconciliations: Counter[str] = Counter()  # full reconciliations by reason
+        self.resolutions: Counter[str] = Counter()  # targeted settlements by outcome
+        self.stream: UserDataStream | None = None
+        self._in_flight: set[str] = set()  # client ids whose REST call is not answered yet
+        self._checks: dict[str, float] = {}  # unresolved client id -> when to look (clock s)
+        self.cache.order_listeners.append(self._on_order_event)
 
     def user_data_stream(self, url: str, api_key: str, api_secret: str, **kwargs) -> UserDataStream:
-        """A ``UserDataStream`` that feeds this exchange's account cache (start it yourself)."""
-        return UserDataStream(
+        """A ``UserDataStream`` that feeds this exchange's account cache (start it yourself).
+
+        While it is connected, unknown order outcomes are settled from its events first."""
+        self.stream = UserDataStream(
             url, api_key, api_secret, server_time_ms=self.rest.server_time_ms,
             on_event=self.cache.apply, **kwargs,
         )  # fmt: skip
+        return self.stream
+
+    def _stream_live(self) -> bool:
+        stream = self.stream
+        return stream is not None and stream.connected.is_set() and stream.failure is None
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -196,8 +236,14 @@ class LiveExchange:
         pending = len(self.ledger.books) - opened
         return EquitySnapshot(time_ms, cash, value, cash + value, opened, pending)
 
+    def closed_position(self, intent_id: int) -> PaperPosition | None:
+        """The last state of a recently closed position: a ``TradeClosed`` drained after a
+        restart may close a position its reader never saw open (closed at ``start``)."""
+        return self.ledger.closed_position(intent_id)
+
     def drain_events(self) -> list[PaperEvent]:
-        """Events produced outside ``on_bar`` (submit, reconciliation) since the last call."""
+        """Events produced outside ``on_bar`` (submit, stream settlements, reconciliation)
+        since the last call."""
         events, self.ledger.outbox = self.ledger.outbox, []
         return events
 
@@ -206,69 +252,149 @@ class LiveExchange:
     async def start(self) -> ReconcileReport:
         """Rebuild unfinished intents from the journal, then reconcile with the exchange.
 
-        Call before the first intent: the account cache (cash) is seeded here."""
+        Call before the first intent: the account cache (cash) is seeded here. Rebuilt
+        positions are not announced (see the module docstring)."""
         async with self._lock:
             await self.ledger.rebuild(await self.ledger.journal.load_unfinished())
             await wait_grace(self.ledger)
-            self.last_report = await reconcile(self.ledger, self.rest, "start")
-            self.ledger.announce_rebuilt()
-            return self.last_report
+            return await self._reconcile_locked("start")
 
     async def reconcile(self, reason: str) -> ReconcileReport:
         """Compare with the exchange over REST and repair the drift (``live_reconcile``)."""
         async with self._lock:
-            self.last_report = await reconcile(self.ledger, self.rest, reason)
-            return self.last_report
+            return await self._reconcile_locked(reason)
+
+    async def _reconcile_locked(self, reason: str) -> ReconcileReport:
+        self.last_report = await reconcile(self.ledger, self.rest, reason)
+        self.reconciliations[reason] += 1
+        now = self.ledger.clock()
+        unresolved = {o.client_order_id: o for b in self.ledger.books.values()
+                      for o in b.unresolved()}  # fmt: skip
+        self._checks = {cid: t for cid, t in self._checks.items() if cid in unresolved}
+        for cid, order in unresolved.items():
+            self._checks.setdefault(cid, self._not_found_check(order, now))
+        return self.last_report
+
+    def _not_found_check(self, order: JournalOrder, now: float) -> float:
+        """When to look again for an order the exchange does not have (yet): at the end of its
+        grace period, when a second miss proves it was never sent."""
+        return max(order.created_at_ms / 1000 + self.config.unknown_grace_s, now + RECHECK_S)
+
+    def _schedule(self, client_order_id: str, at: float) -> None:
+        self._checks[client_order_id] = at
+        self.resolve_requested.set()
+
+    async def resolve_due(self) -> int:
+        """Settle the unresolved orders whose check is due — from the user-data stream if it
+        told their final state, else by one query by client id each; return how many were
+        settled. Orders not settled are scheduled again."""
+        async with self._lock:
+            now = self.ledger.clock()
+            settled = 0
+            for cid, at in sorted(self._checks.items(), key=lambda item: item[1]):
+                if at > now:
+                    break
+                found = self.ledger.find(cid)
+                if found is None or not found[1].is_unresolved:
+                    del self._checks[cid]
+                    continue
+                book, order = found
+                try:
+                    outcome = await resolve_order(self.ledger, self.rest, book, order)
+                except HaltError:
+                    raise
+                except BinanceError as exc:
+                    log.warning("order %s: query failed (%s); asked again in %.0f s", cid, exc,
+                                RETRY_S)  # fmt: skip
+                    self._checks[cid] = now + RETRY_S
+                    continue
+                self.resolutions[outcome] += 1
+                if outcome == OUTCOME_UNKNOWN:
+                    self._checks[cid] = self._not_found_check(order, now)
+                elif outcome == OUTCOME_OPEN:
+                    self._checks[cid] = now + OPEN_RECHECK_S
+                else:
+                    del self._checks[cid]
+                    settled += 1
+                    log.info("order %s settled (%s)", cid, outcome)
+            return settled
+
+    def _next_check_in(self) -> float | None:
+        """Seconds until the earliest scheduled order check (None: nothing to check)."""
+        if not self._checks:
+            return None
+        return max(0.0, min(self._checks.values()) - self.ledger.clock())
 
     async def run_reconciler(self, reconnects: asyncio.Event | None = None) -> None:
-        """Reconcile whenever ``reconnects`` (``UserDataStream.reconcile_due``) is set, when a fill
-        of an unresolved order arrives, and every ``reconcile_interval_s``; until cancelled."""
+        """Until cancelled: reconcile fully whenever ``reconnects``
+        (``UserDataStream.reconcile_due``) is set, when drift is suspected, and every
+        ``reconcile_interval_s``; settle single orders (``resolve_due``) when they are due."""
+        loop = asyncio.get_running_loop()
+        next_full = loop.time() + self.config.reconcile_interval_s
+        events = [self.reconcile_requested, self.resolve_requested]
+        if reconnects is not None:
+            events.append(reconnects)
         while True:
-            waiters = [asyncio.ensure_future(self.reconcile_requested.wait())]
-            if reconnects is not None:
-                waiters.append(asyncio.ensure_future(reconnects.wait()))
-            timeout = self.config.reconcile_interval_s
-            if self.last_report is not None and self.last_report.still_unknown:
-                # An order may still be in flight: look again once it is past the grace period.
-                timeout = min(timeout, max(self.config.unknown_grace_s, 0.1))
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waiters:
-                waiter.cancel()
-            reason = "periodic"
+            timeout = max(0.0, next_full - loop.time())
+            check_in = self._next_check_in()
+            if check_in is not None:
+                timeout = min(timeout, check_in)
+            if not any(e.is_set() for e in events) and timeout > 0:
+                waiters = [asyncio.ensure_future(e.wait()) for e in events]
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                for waiter in waiters:
+                    waiter.cancel()
+            reason = None
             if reconnects is not None and reconnects.is_set():
-                reconnects.clear()
                 reason = "reconnect"
             elif self.reconcile_requested.is_set():
                 reason = "requested"
-            self.reconcile_requested.clear()
+            elif loop.time() >= next_full:
+                reason = "periodic"
+            for event in events:
+                event.clear()
             try:
-                await self.reconcile(reason)
+                if reason is not None:
+                    await self.reconcile(reason)
+                    next_full = loop.time() + self.config.reconcile_interval_s
+                else:
+                    await self.resolve_due()
             except HaltError:
                 raise
             except BinanceError as exc:
-                log.warning("reconciliation (%s) failed: %s; retried next round", reason, exc)
+                log.warning("reconciliation (%s) failed: %s; retried next round",
+                            reason or "orders", exc)  # fmt: skip
+                next_full = min(next_full, loop.time() + RETRY_S)
 
-    def _on_fill_event(self, update: OrderUpdate) -> None:
+    def _on_order_event(self, update: OrderUpdate) -> None:
+        """An ``executionReport`` reached the account cache (called from the stream's task)."""
         cid = update.client_order_id
-        for book in self.ledger.books.values():
-            if any(o.client_order_id == cid for o in book.orders()):
-                if any(o.client_order_id == cid for o in book.unresolved()):
-                    self.reconcile_requested.set()
-                return
-        if is_own_client_id(cid) and not self.ledger.recently_settled(cid):
-            # One of our ids filled although the journal holds it as finished (e.g. marked
-            # not_sent, then executed late): the coins are not tracked by any position.
-            log.error("fill of %s %s %s that no open intent tracks", cid, update.side,
-                      update.last_quantity)  # fmt: skip
-            self.ledger.orphan_fills.append(update)
-            self.reconcile_requested.set()
+        found = self.ledger.find(cid)
+        if found is None:
+            if update.is_trade and is_own_client_id(cid) and not self.ledger.recently_settled(cid):
+                # One of our ids filled although the journal holds it as finished (e.g. marked
+                # not_sent, then executed late): the coins are not tracked by any position.
+                log.error("fill of %s %s %s that no open intent tracks", cid, update.side,
+                          update.last_quantity)  # fmt: skip
+                self.ledger.orphan_fills.append(update)
+                self.reconcile_requested.set()
+            return
+        _, order = found
+        if not order.is_unresolved:
+            return  # already settled by its answer: the event repeats what we know
+        if update.is_trade:
+            self.ledger.note_stream_fill(update)
+        if cid not in self._in_flight and update.is_final:
+            # Not waiting for a REST answer (outcome unknown, or rebuilt): the stream settles it.
+            self._schedule(cid, self.ledger.clock())
 
     # -- entries -------------------------------------------------------------------------------
 
     async def submit(self, intent: PaperIntent) -> SubmitOutcome:
         """Send the intent's MARKET BUY now, journaled first; the same intent id twice is a
-        duplicate. Status ``filled``, ``pending`` (outcome unknown: reconciliation settles it),
-        ``duplicate`` or ``rejected``; the resulting events come from ``drain_events``."""
+        duplicate. Status ``filled``, ``pending`` (outcome unknown: the stream or a query by
+        client id settles it), ``duplicate`` or ``rejected``; the resulting events come from
+        ``drain_events``."""
         async with self._lock:
             ledger = self.ledger
             if intent.intent_id in ledger.seen:
@@ -290,9 +416,7 @@ class LiveExchange:
             book = IntentBook(intent, market, order, fills={cid: []}, equity_before=equity)
             ledger.books[intent.intent_id] = book
             self._checkpoint("intent_written")
-            answer = await self._send(book, order)
-            if answer is not None:
-                await ledger.settle(book, book.entry, answer)
+            await self._place(book, order)
             if intent.intent_id not in ledger.books:
                 return SubmitOutcome(intent.intent_id, SUBMIT_REJECTED, ledger.last_reject)
             if book.position is None:
@@ -326,24 +450,52 @@ class LiveExchange:
             return REJECT_INSUFFICIENT_CASH
         return qty
 
+    async def _place(self, book: IntentBook, order: JournalOrder) -> None:
+        """Send a journaled order once and settle its answer; while the REST call is in flight,
+        its stream events wait for that answer instead of asking REST themselves."""
+        cid = order.client_order_id
+        self._in_flight.add(cid)
+        try:
+            answer = await self._send(book, order)
+            if answer is not None:
+                await self.ledger.settle(book, order, answer)
+        finally:
+            self._in_flight.discard(cid)
+        found = self.ledger.find(cid)
+        if found is not None and found[1].is_unresolved and cid not in self._checks:
+            # Answered, not final (resting on the book): the stream or a later query settles it.
+            cached = self.cache.order(cid)
+            now = self.ledger.clock()
+            self._schedule(cid, now if cached and cached.is_final else now + OPEN_RECHECK_S)
+
     async def _send(self, book: IntentBook, order: JournalOrder) -> ExchangeOrder | None:
         """Send a journaled order once. None: refused (journaled) or outcome still unknown."""
+        cid = order.client_order_id
+        stream_live = self._stream_live()
         try:
             answer = await self.rest.new_order(
                 order.symbol, order.side, order.order_type, order.quantity,
-                client_order_id=order.client_order_id,
+                client_order_id=cid, lookups=0 if stream_live else REST_LOOKUPS,
             )  # fmt: skip
         except UnknownOrderState as exc:
-            log.error(
-                "order %s outcome unknown (%s, lookup %s): left to reconciliation, never resent",
-                order.client_order_id, exc, exc.lookup,
-            )  # fmt: skip
-            self.reconcile_requested.set()
+            now = self.ledger.clock()
+            cached = self.cache.order(cid)
+            if stream_live:
+                # Its events usually came first: settle now if they told the final state.
+                wait = 0.0 if cached is not None and cached.is_final else self.config.stream_wait_s
+                at, how = now + wait, "user-data stream, then a query"
+            elif exc.lookup == "not found":
+                at, how = self._not_found_check(order, now), "a query after the grace period"
+            else:
+                at, how = now + RETRY_S, "a query"
+            log.error("order %s outcome unknown (%s, lookup %s): settled by the %s, never resent",
+                      cid, exc, exc.lookup or "none", how)  # fmt: skip
+            self._schedule(cid, at)
             return None
         except (OrderRejected, RateLimited, IpBanned, HaltError) as exc:
             # Refused before placement (filters, balance, rate limit, ban, keys): nothing exists.
             reason = REJECT_EXCHANGE_PREFIX + (getattr(exc, "filter_type", "") or exc.msg)[:80]
-            log.warning("order %s refused: %s", order.client_order_id, reason)
+            log.warning("order %s refused: %s", cid, reason)
             await self.ledger.refused(book, order, reason)
             if order.role == ROLE_EXIT:  # the account may hold less than the book thinks
                 self.reconcile_requested.set()
@@ -351,8 +503,8 @@ class LiveExchange:
                 raise
             return None
         except BinanceError as exc:
-            log.error("order %s: %s; left to reconciliation", order.client_order_id, exc)
-            self.reconcile_requested.set()
+            log.error("order %s: %s; its state is asked by client id", cid, exc)
+            self._schedule(cid, self.ledger.clock() + RETRY_S)
             return None
         self._checkpoint("order_answered")
         return answer
@@ -431,6 +583,4 @@ class LiveExchange:
         book.exits.append(order)
         book.fills[order.client_order_id] = []
         self._checkpoint("intent_written")
-        answer = await self._send(book, order)
-        if answer is not None:
-            await self.ledger.settle(book, order, answer)
+        await self._place(book, order)

@@ -17,6 +17,7 @@ from typing import Any
 from aegis.binance.filters import SymbolFilters
 from aegis.binance.journal import JournalFill
 from aegis.binance.models import ExchangeOrder
+from aegis.binance.user_events import OrderUpdate
 from aegis.paper.exits import EXIT_REASONS
 from aegis.paper.intents import PaperIntent
 from aegis.paper.positions import PaperPosition, PaperTrade
@@ -88,16 +89,18 @@ def intent_from_detail(detail: Mapping[str, Any]) -> PaperIntent:
 
 
 def fills_from_answer(order: ExchangeOrder, time_ms: int) -> list[JournalFill]:
-    """Fills of a FULL new-order answer, with deterministic synthetic (negative) trade ids.
+    """Fills of a FULL new-order answer, under Binance's trade ids.
 
-    ``ExchangeOrder`` does not carry Binance's ``tradeId``; a negative id derived from the
-    exchange order id keeps ``trades`` rows unique and a rewrite idempotent.
+    The same trades reach the user-data stream under the same ids, so a fill learnt both ways
+    is one row. An answer without ``tradeId`` gets deterministic synthetic (negative) ids
+    derived from the exchange order id, which keep ``trades`` rows unique and a rewrite
+    idempotent.
     """
     return [
         JournalFill(
             order.client_order_id,
             order.symbol,
-            -(order.order_id * 1000 + i),
+            f.trade_id if f.trade_id >= 0 else -(order.order_id * 1000 + i),
             order.side,
             f.price,
             f.quantity,
@@ -108,8 +111,27 @@ def fills_from_answer(order: ExchangeOrder, time_ms: int) -> list[JournalFill]:
             time_ms,
             order.order_id,
         )
-        for i, f in enumerate(order.fills[:_ESTIMATED_SLOT])
+        for i, f in enumerate(order.fills)
+        if f.trade_id >= 0 or i < _ESTIMATED_SLOT  # synthetic ids stop below the estimate's
     ]
+
+
+def fill_from_update(update: OrderUpdate) -> JournalFill:
+    """The fill an ``executionReport`` of execution type TRADE carries."""
+    return JournalFill(
+        update.client_order_id,
+        update.symbol,
+        update.trade_id,
+        update.side,
+        update.last_price,
+        update.last_quantity,
+        update.last_price * update.last_quantity,
+        update.commission,
+        update.commission_asset,
+        update.is_maker,
+        update.transaction_time_ms,
+        update.order_id,
+    )
 
 
 def remainder_fill(
@@ -277,6 +299,7 @@ __all__ = [
     "close_trade",
     "entry_client_id",
     "exit_client_id",
+    "fill_from_update",
     "fill_totals",
     "fills_from_answer",
     "intent_detail",

@@ -2,10 +2,21 @@
 
 Each intent not yet finished has an ``IntentBook``: the intent, its entry order, its exit
 orders, the fills journaled per order and the open position. ``settle`` is the one path by
-which an exchange answer (new-order answer, query, reconciliation) changes the book: it
-journals the state with its fills (one atomic write), then opens or closes the position, so a
-crash between two writes leaves the journal behind the exchange, never ahead; should a journal
-hold a final state without all of its fills, ``rebuild`` marks that order for another query. Events for the executor collect in ``outbox``.
+which an exchange answer (new-order answer, query, the user-data stream, reconciliation)
+changes the book: it journals the state with its fills (one atomic write), then opens or closes
+the position, so a crash between two writes leaves the journal behind the exchange, never
+ahead; should a journal hold a final state without all of its fills, ``rebuild`` marks that
+order for another query. Events for the executor collect in ``outbox``.
+
+Fills are identified by Binance's trade id wherever they come from: the ``fills`` of a FULL
+new-order answer and the TRADE ``executionReport`` events of the user-data stream describe the
+same trades, so ``settle`` merges them by trade id (and never records more than the order's
+executed quantity); only what neither told is estimated from the order's totals. Stream fills
+of unresolved orders wait in ``stream_fills`` until their order settles, so an order whose REST
+outcome was unknown can be settled from the stream alone (``settle_from_stream``).
+
+A restart rebuilds open positions silently: their ``PositionOpened`` was announced in the life
+that journaled their fill, and announcing it again would notify the trade a second time.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from aegis.binance.journal import (
 from aegis.binance.live_book import (
     LiveMarket,
     close_trade,
+    fill_from_update,
     fill_totals,
     fills_from_answer,
     intent_from_detail,
@@ -63,12 +75,17 @@ class LiveConfig:
     commission_pct: float = 0.1  # only to estimate fees of fills rebuilt from an order query
     reconcile_interval_s: float = 300.0
     unknown_grace_s: float = 10.0  # a SUBMITTING order younger than this may still be in flight
+    # While the user-data stream is connected, an order whose REST outcome is unknown waits this
+    # long for the stream to tell its fate before it is queried by client id.
+    stream_wait_s: float = 2.0
 
     def __post_init__(self) -> None:
         if self.trailing_pct < 0 or self.max_hold_minutes < 0 or self.bar_interval_ms <= 0:
             raise ValueError("trailing_pct, max_hold_minutes must be >= 0, bar_interval_ms > 0")
-        if self.reconcile_interval_s <= 0 or self.unknown_grace_s < 0:
-            raise ValueError("reconcile_interval_s must be > 0 and unknown_grace_s >= 0")
+        if self.reconcile_interval_s <= 0 or self.unknown_grace_s < 0 or self.stream_wait_s < 0:
+            raise ValueError(
+                "reconcile_interval_s must be > 0, unknown_grace_s and stream_wait_s >= 0"
+            )
 
     @property
     def max_hold_bars(self) -> int:
@@ -136,9 +153,11 @@ class IntentLedger:
         self.seen: set[int] = set()
         self.rejections: Counter[str] = Counter()
         self.last_reject = ""
-        self.unannounced: set[int] = set()
         self.orphan_fills: list[OrderUpdate] = []  # own fills no open intent tracks
+        # Stream fills of unresolved orders, by client order id then trade id, until settled.
+        self.stream_fills: dict[str, dict[int, JournalFill]] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()  # recent final orders
+        self._closed: OrderedDict[int, PaperPosition] = OrderedDict()  # recently closed
         self._fee_rate = Decimal(str(config.commission_pct)) / 100
 
     def now_ms(self) -> int:
@@ -198,23 +217,43 @@ class IntentLedger:
         for exit_order in book.exits:
             if exit_order.is_final and exit_order.executed_qty > 0:
                 await self._close_from_fills(book, exit_order)
-        if mark is None and book.position is not None:
-            self.unannounced.add(intent_id)  # see announce_rebuilt
+
+    def closed_position(self, intent_id: int) -> PaperPosition | None:
+        """The last state of a recently closed position (its ``TradeClosed`` may be unread)."""
+        return self._closed.get(intent_id)
 
     def recently_settled(self, client_order_id: str) -> bool:
         """True for an order whose final state came from the exchange (its events may trail)."""
         return client_order_id in self._settled
 
-    def announce_rebuilt(self) -> None:
-        """Announce positions rebuilt without any mark and still open after reconciliation.
+    def find(self, client_order_id: str) -> tuple[IntentBook, JournalOrder] | None:
+        """The book and journal order of one of the ledger's orders, or None."""
+        for book in self.books.values():
+            for order in book.orders():
+                if order.client_order_id == client_order_id:
+                    return book, order
+        return None
 
-        Such a position was opened just before the crash: its ``PositionOpened`` may never have
-        reached the executor, so it is sent again (consumers upsert by intent id)."""
-        for intent_id in sorted(self.unannounced):
-            book = self.books.get(intent_id)
-            if book is not None and book.position is not None:
-                self.outbox.append(PositionOpened(book.position))
-        self.unannounced.clear()
+    def note_stream_fill(self, update: OrderUpdate) -> None:
+        """Keep a TRADE event of an unresolved order until that order settles."""
+        self.stream_fills.setdefault(update.client_order_id, {})[update.trade_id] = (
+            fill_from_update(update)
+        )
+
+    async def settle_from_stream(self, book: IntentBook, order: JournalOrder) -> bool:
+        """Settle ``order`` from the user-data stream alone, if the stream told everything.
+
+        That is: the account cache holds the order in a final state, and the stream's fills of
+        it add up to its executed quantity. Otherwise (events missed, not final yet) return
+        False and change nothing: the caller asks REST."""
+        cached = self.cache.order(order.client_order_id)
+        if cached is None or not cached.is_final:
+            return False
+        fills = self.stream_fills.get(order.client_order_id, {}).values()
+        if sum((f.quantity for f in fills), Decimal(0)) != cached.executed_quantity:
+            return False
+        await self.settle(book, order, cached.to_exchange())
+        return True
 
     # -- settling ------------------------------------------------------------------------------
 
@@ -228,8 +267,11 @@ class IntentLedger:
         recorded = book.fills.setdefault(cid, [])
         new_fills: list[JournalFill] = []
         if answer.is_final:
-            if not recorded:
-                new_fills = fills_from_answer(answer, answer.time_ms)
+            streamed = sorted(self.stream_fills.pop(cid, {}).values(), key=_by_trade_id)
+            new_fills = merge_fills(
+                recorded, fills_from_answer(answer, answer.time_ms) + streamed,
+                answer.executed_quantity,
+            )  # fmt: skip
             missing = remainder_fill(
                 answer, recorded + new_fills, book.market, self._fee_rate, answer.time_ms
             )
@@ -248,6 +290,7 @@ class IntentLedger:
         book.replace_order(updated)
         if not answer.is_final:
             return
+        self.stream_fills.pop(cid, None)  # events that came in during the journal write
         self._settled[cid] = None
         while len(self._settled) > _SETTLED_KEPT:
             self._settled.popitem(last=False)
@@ -270,6 +313,7 @@ class IntentLedger:
     async def refused(self, book: IntentBook, order: JournalOrder, reason: str) -> None:
         """The exchange does not have this order and never will: journal and drop it."""
         await self.journal.order_rejected(order.client_order_id, reason, self.now_ms())
+        self.stream_fills.pop(order.client_order_id, None)
         book.replace_order(replace(order, status="REJECTED", reject_reason=reason))
         if order.role == ROLE_ENTRY:
             self.books.pop(book.intent.intent_id, None)
@@ -332,6 +376,10 @@ class IntentLedger:
             book.intent.intent_id, trade.exit_reason, trade.exit_at_ms
         )
         self.books.pop(book.intent.intent_id, None)
+        if book.position is not None:
+            self._closed[book.intent.intent_id] = book.position
+            while len(self._closed) > _SETTLED_KEPT:
+                self._closed.popitem(last=False)
         self.outbox.append(TradeClosed(trade))
         log.info(
             "live trade %d closed (%s): net %.3f%%, pnl %.4f",
@@ -348,6 +396,31 @@ class IntentLedger:
             )
         if marks:
             await self.journal.positions_marked(marks)
+
+
+def merge_fills(
+    recorded: Iterable[JournalFill], candidates: Iterable[JournalFill], executed: Decimal
+) -> list[JournalFill]:
+    """The ``candidates`` not yet ``recorded``, by trade id, in order, up to ``executed``.
+
+    The quantity cap is the guard against a fill told twice under two ids (an answer without
+    trade ids next to the stream's): the sum of an order's fills never exceeds its execution.
+    """
+    recorded = list(recorded)
+    seen = {f.trade_id for f in recorded}
+    total = sum((f.quantity for f in recorded), Decimal(0))
+    out = []
+    for fill in candidates:
+        if fill.trade_id in seen or total + fill.quantity > executed:
+            continue
+        seen.add(fill.trade_id)
+        total += fill.quantity
+        out.append(fill)
+    return out
+
+
+def _by_trade_id(fill: JournalFill) -> int:
+    return fill.trade_id
 
 
 def _creation(order: JournalOrder) -> tuple[int, str]:

@@ -1,11 +1,14 @@
 """Reconciliation of the live ledger against the exchange over REST, and repair of the drift.
 
-Run at start, after every user-data reconnect, when a fill arrives for an order whose outcome
-was unknown, and periodically. Steps:
+``reconcile`` (full: weight ~100) runs at start, after every user-data reconnect, periodically,
+and when something suggests drift (an exit refused, a fill of an own id that no intent tracks).
+It never runs because an order was answered: a single order whose outcome is unknown is settled
+by ``resolve_order`` (the user-data stream, else one query by client id, weight 4). Steps:
 
 1. ``GET /api/v3/account`` and ``GET /api/v3/openOrders`` reseed the ``AccountCache``;
-2. every unresolved journal order (``SUBMITTING``, open, or final with fills missing) is queried
-   by client order id: found, it is settled like any answer (an order filled while we were away
+2. every unresolved journal order (``SUBMITTING``, open, or final with fills missing) is
+   resolved with ``resolve_order``: settled from the stream if it told everything, else queried
+   by client order id; found, it is settled like any answer (an order filled while we were away
    gets its fill recorded and its position opened or closed); not found and older than the
    grace period, it was never sent (the process died first) and is marked rejected ``not_sent``
    — it cannot appear later, since nothing will ever send that id;
@@ -30,6 +33,23 @@ from aegis.binance.live_ledger import REJECT_NOT_SENT, IntentBook, IntentLedger
 from aegis.binance.rest import BinanceRestClient
 
 log = logging.getLogger(__name__)
+
+
+OUTCOME_STREAMED = "streamed"  # final state journaled from the user-data stream (no request)
+OUTCOME_RESOLVED = "resolved"  # final state journaled from a query
+OUTCOME_OPEN = "open"  # the exchange has it, not final yet
+OUTCOME_NOT_SENT = "not_sent"  # not on the exchange after the grace period: never sent
+OUTCOME_UNKNOWN = "unknown"  # not on the exchange yet, but may still be on its way
+
+
+# How each outcome counts in a ReconcileReport (an order still open is not resolved yet).
+_COUNTED_AS = {
+    OUTCOME_STREAMED: OUTCOME_RESOLVED,
+    OUTCOME_RESOLVED: OUTCOME_RESOLVED,
+    OUTCOME_OPEN: OUTCOME_UNKNOWN,
+    OUTCOME_NOT_SENT: OUTCOME_NOT_SENT,
+    OUTCOME_UNKNOWN: OUTCOME_UNKNOWN,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,9 +85,9 @@ async def reconcile(ledger: IntentLedger, rest: BinanceRestClient, reason: str) 
     drift: list[str] = []
     for book in list(ledger.books.values()):
         for order in book.unresolved():
-            outcome = await _resolve(ledger, rest, book, order)
+            outcome = _COUNTED_AS[await resolve_order(ledger, rest, book, order)]
             counts[outcome] += 1
-            if outcome != "unknown":
+            if outcome != OUTCOME_UNKNOWN:
                 drift.append(f"{order.client_order_id}: {outcome} ({order.status} in journal)")
     journal_ids = {o.client_order_id for b in ledger.books.values() for o in b.orders()}
     foreign = [
@@ -98,19 +118,24 @@ async def reconcile(ledger: IntentLedger, rest: BinanceRestClient, reason: str) 
     return report
 
 
-async def _resolve(
+async def resolve_order(
     ledger: IntentLedger, rest: BinanceRestClient, book: IntentBook, order: JournalOrder
 ) -> str:
+    """Settle one unresolved order: from the user-data stream if it told everything (no
+    request), else by ``GET /api/v3/order`` by client id (weight 4). Returns an ``OUTCOME_*``;
+    a failed query raises its ``BinanceError``."""
+    if await ledger.settle_from_stream(book, order):
+        return OUTCOME_STREAMED
     try:
         found = await rest.query_order(order.symbol, orig_client_order_id=order.client_order_id)
     except NoSuchOrder:
         age_s = ledger.clock() - order.created_at_ms / 1000
         if age_s < ledger.config.unknown_grace_s:
-            return "unknown"  # may still be on its way to the matching engine
+            return OUTCOME_UNKNOWN  # may still be on its way to the matching engine
         await ledger.refused(book, order, REJECT_NOT_SENT)
-        return "not_sent"
+        return OUTCOME_NOT_SENT
     await ledger.settle(book, order, found)
-    return "resolved"
+    return OUTCOME_RESOLVED if found.is_final else OUTCOME_OPEN
 
 
 async def _close_unbacked(ledger: IntentLedger, drift: list[str]) -> int:

@@ -20,6 +20,7 @@ class Fill:
     quantity: Decimal
     commission: Decimal
     commission_asset: str
+    trade_id: int = -1  # Binance's tradeId; -1 when the answer does not carry it
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,13 @@ class ExchangeOrder:
         # A cancel answer names the cancelled id origClientOrderId; its clientOrderId is new.
         client_id = raw.get("origClientOrderId") or raw.get("clientOrderId", "")
         fills = tuple(
-            Fill(_d(f["price"]), _d(f["qty"]), _d(f["commission"]), f["commissionAsset"])
+            Fill(
+                _d(f["price"]),
+                _d(f["qty"]),
+                _d(f["commission"]),
+                f["commissionAsset"],
+                int(f.get("tradeId", -1)),
+            )
             for f in raw.get("fills", ())
         )
         return cls(

@@ -341,10 +341,13 @@ class BinanceRestClient:
         *,
         client_order_id: str,
         time_in_force: str | None = None,
+        stop_price: Decimal | None = None,
         response_type: str = "FULL",
         lookups: int = 3,
     ) -> ExchangeOrder:
         """``POST /api/v3/order`` with ``newClientOrderId`` = the intent id (weight 1).
+
+        ``stop_price`` is the trigger of STOP_LOSS(_LIMIT) / TAKE_PROFIT(_LIMIT) orders.
 
         When the answer leaves the order's fate unknown, the order is looked up by its client
         id (up to ``lookups`` times, with backoff) and returned if found. Not found, the original
@@ -360,6 +363,7 @@ class BinanceRestClient:
             "timeInForce": time_in_force,
             "quantity": format(quantity, "f"),
             "price": None if price is None else format(price, "f"),
+            "stopPrice": None if stop_price is None else format(stop_price, "f"),
             "newClientOrderId": client_order_id,
             "newOrderRespType": response_type,
         }

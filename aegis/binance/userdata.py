@@ -61,6 +61,7 @@ class UserDataStreamError(RuntimeError):
 
     def __init__(self, msg: str, code: int | None = None) -> None:
         super().__init__(f"{msg} (code {code})" if code is not None else msg)
+        self.msg = msg
         self.code = code
 
     @property

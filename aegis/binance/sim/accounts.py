@@ -121,10 +121,37 @@ class SimOrder:
     locked_amount: Decimal = ZERO
     fills: list[Fill] = field(default_factory=list)
     cancel_client_order_id: str = ""
+    stop_price: Decimal | None = None
+    """Trigger price of a stop or take-profit order (None for LIMIT, MARKET, LIMIT_MAKER)."""
+    triggered_ms: int = 0
+    """When a stop or take-profit order triggered (0: still waiting for its price)."""
+    executions: int = 0
+    """executionReports sent so far (numbers each report's execution id ``I``)."""
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
+
+    @property
+    def is_stop(self) -> bool:
+        """A STOP_LOSS(_LIMIT) or TAKE_PROFIT(_LIMIT) order ("algo" order in Binance's words)."""
+        return self.stop_price is not None
+
+    @property
+    def is_waiting(self) -> bool:
+        """An open stop or take-profit order whose trigger price has not been reached."""
+        return self.is_stop and self.triggered_ms == 0 and self.is_open
+
+    @property
+    def working_time(self) -> int:
+        """When the order started working on the book; -1 while a stop waits for its price."""
+        if not self.is_stop:
+            return self.time_ms
+        return self.triggered_ms or -1
+
+    def _stop_field(self) -> dict:
+        # A conditional field: Binance shows stopPrice only on stop and take-profit orders.
+        return {"stopPrice": d8(self.stop_price)} if self.stop_price is not None else {}
 
     def _core(self) -> dict:
         return {
@@ -152,7 +179,8 @@ class SimOrder:
         out = self._core() | {"transactTime": self.time_ms}
         if resp_type == "ACK":
             return out
-        out |= self._state() | {"workingTime": self.time_ms, "selfTradePreventionMode": "NONE"}
+        out |= self._state() | self._stop_field()
+        out |= {"workingTime": self.working_time, "selfTradePreventionMode": "NONE"}
         if resp_type == "FULL":
             out["fills"] = [
                 {
@@ -172,12 +200,12 @@ class SimOrder:
             self._core()
             | self._state()
             | {
-                "stopPrice": d8(ZERO),
+                "stopPrice": d8(self.stop_price or ZERO),
                 "icebergQty": d8(ZERO),
                 "time": self.time_ms,
                 "updateTime": self.update_time_ms or self.time_ms,
-                "isWorking": self.type != "MARKET",
-                "workingTime": self.time_ms,
+                "isWorking": self.triggered_ms > 0 if self.is_stop else self.type != "MARKET",
+                "workingTime": self.working_time,
                 "selfTradePreventionMode": "NONE",
             }
         )
@@ -189,6 +217,7 @@ class SimOrder:
             | {"orderId": self.order_id, "orderListId": -1}
             | {"clientOrderId": self.cancel_client_order_id, "transactTime": now_ms}
             | self._state()
+            | self._stop_field()
             | {"selfTradePreventionMode": "NONE"}
         )
 
@@ -216,7 +245,7 @@ class SimOrder:
     def execution_report(self, exec_type: str, now_ms: int, fill: Fill | None = None) -> dict:
         """``executionReport`` user-data event after ``exec_type`` (NEW, TRADE, CANCELED, ...)."""
         canceled = exec_type == "CANCELED"
-        return {
+        report = {
             "e": "executionReport",
             "E": now_ms,
             "s": self.symbol,
@@ -226,7 +255,7 @@ class SimOrder:
             "f": self.time_in_force,
             "q": d8(self.orig_qty),
             "p": d8(self.price),
-            "P": d8(ZERO),
+            "P": d8(self.stop_price or ZERO),
             "F": d8(ZERO),
             "g": -1,
             "C": self.client_order_id if canceled else "",
@@ -241,14 +270,17 @@ class SimOrder:
             "N": fill.commission_asset if fill else None,
             "T": now_ms,
             "t": fill.trade_id if fill else -1,
-            "I": self.order_id * 2 + (1 if fill else 0),
-            "w": self.is_open,
+            "I": self.order_id * 1000 + self.executions,
+            "w": self.is_open and not self.is_waiting,
             "m": bool(fill and fill.maker),
             "M": False,
             "O": self.time_ms,
             "Z": d8(self.cumm_quote),
             "Y": d8(fill.price * fill.qty if fill else ZERO),
             "Q": d8(ZERO),
-            "W": self.time_ms,
+            "W": self.working_time,
             "V": "NONE",
         }
+        if self.is_stop and self.triggered_ms == 0:
+            del report["W"]  # Working Time appears only once the order works on the book
+        return report

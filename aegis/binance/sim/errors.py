@@ -27,6 +27,15 @@ MSG_DUPLICATE_ORDER = "Duplicate order sent."
 MSG_INSUFFICIENT_BALANCE = "Account has insufficient balance for requested action."
 MSG_WOULD_MATCH = "Order would immediately match and take."
 MSG_MARKET_CLOSED = "Market is closed."
+MSG_WOULD_TRIGGER = "Order would trigger immediately."
+# -2010 answers for an order type the symbol's ``orderTypes`` does not list (documented ones).
+MSG_TYPE_NOT_SUPPORTED = {
+    "MARKET": "Market orders are not supported for this symbol.",
+    "STOP_LOSS": "Stop loss orders are not supported for this symbol.",
+    "STOP_LOSS_LIMIT": "Stop loss limit orders are not supported for this symbol.",
+    "TAKE_PROFIT": "Take profit orders are not supported for this symbol.",
+    "TAKE_PROFIT_LIMIT": "Take profit limit orders are not supported for this symbol.",
+}
 MSG_TIMESTAMP_AHEAD = "Timestamp for this request was 1000ms ahead of the server's time."
 MSG_TIMESTAMP_OUTSIDE = "Timestamp for this request is outside of the recvWindow."
 MSG_BAD_SIGNATURE = "Signature for this request is not valid."
@@ -53,6 +62,11 @@ def mandatory(param: str) -> BinanceError:
     return BinanceError(
         -1102, f"Mandatory parameter '{param}' was not sent, was empty/null, or malformed."
     )
+
+
+def not_required(param: str) -> BinanceError:
+    """-1106 for a parameter the order type does not take."""
+    return BinanceError(-1106, f"Parameter '{param}' sent when not required.")
 
 
 def invalid_param(param: str) -> BinanceError:

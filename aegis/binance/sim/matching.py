@@ -5,6 +5,14 @@ current simulated price (the in-progress bar's close) as taker; a resting LIMIT 
 its limit price (maker) as soon as the replayed price path touches it. Commission is charged
 in the asset received. Every state change is announced to ``listener(api_key, event)`` as
 Binance's ``executionReport`` / ``outboundAccountPosition``.
+
+Stop and take-profit orders (``stops.py``) wait with their funds locked, off the book
+(``isWorking`` false, ``workingTime`` -1), until the path reaches their stop price. Then
+STOP_LOSS / TAKE_PROFIT fill whole as a MARKET order at the trigger price (taker); a
+STOP_LOSS_LIMIT / TAKE_PROFIT_LIMIT becomes a LIMIT order: filled at the trigger price when its
+limit allows it, else working on the book from the next path segment on (announced by an
+``executionReport`` NEW with ``w`` true and ``W`` set; Binance does not document the trigger
+event, this is the simulator's choice), or expired when its time in force is IOC/FOK.
 """
 
 from __future__ import annotations
@@ -14,13 +22,20 @@ import secrets
 from collections.abc import Callable
 from decimal import ROUND_DOWN, Decimal
 
-from aegis.binance.filters import FilterRejected, InvalidOrder
+from aegis.binance.filters import FilterRejected, InvalidOrder, SymbolFilters
 from aegis.binance.sim import errors
 from aegis.binance.sim.accounts import Account, Fill, InsufficientBalance, SimOrder
 from aegis.binance.sim.catalog import ExchangeCatalog
 from aegis.binance.sim.errors import BinanceError
 from aegis.binance.sim.market import MarketData
-from aegis.binance.sim.order_params import NewOrderRequest, client_id_param, int_param, required
+from aegis.binance.sim.order_params import (
+    STOP_MARKET_TYPES,
+    NewOrderRequest,
+    client_id_param,
+    int_param,
+    required,
+)
+from aegis.binance.sim.stops import is_reached, trigger_price
 
 LOG = logging.getLogger(__name__)
 Q8 = Decimal("0.00000001")
@@ -110,17 +125,17 @@ class MatchingEngine:
         spec = self.catalog.spec(req.symbol)
         if spec.status != "TRADING":
             raise BinanceError(-2010, errors.MSG_MARKET_CLOSED)
+        allowed = spec.filters.order_types
+        if allowed and req.type not in allowed and req.type in errors.MSG_TYPE_NOT_SUPPORTED:
+            raise errors.new_order_rejected(errors.MSG_TYPE_NOT_SUPPORTED[req.type])
         price_now = self.current_price(req.symbol, now_ms)
         avg = self.market.avg_price(req.symbol, now_ms, spec.filters.avg_price_mins or 5)
-        n_open = len(self.open_orders(account, req.symbol))  # MAX_NUM_ORDERS is per account
+        mine = self.open_orders(account, req.symbol)  # MAX_NUM_ORDERS is per account
         try:
-            spec.filters.check(
-                req.side,
-                req.type,
-                req.quantity,
-                None if req.type == "MARKET" else req.price,
-                Decimal(f"{avg:.8f}") if avg else price_now,
-                open_orders=n_open,
+            if req.stop_price is not None:
+                spec.filters.check_stop_price(req.stop_price)  # PRICE_FILTER covers stopPrice
+            self._check_filters(
+                spec.filters, req, Decimal(f"{avg:.8f}") if avg else price_now, mine
             )
         except FilterRejected as exc:
             raise errors.filter_failure(exc.filter_type) from None
@@ -135,12 +150,36 @@ class MatchingEngine:
             o.client_order_id == req.new_client_order_id for o in self.open_orders(account)
         ):
             raise errors.new_order_rejected(errors.MSG_DUPLICATE_ORDER)
+        if req.stop_price is not None and is_reached(req.type, req.side, req.stop_price, price_now):
+            raise errors.new_order_rejected(errors.MSG_WOULD_TRIGGER)
         if req.type == "LIMIT_MAKER" and self._marketable(req.side, req.price, price_now):
             raise errors.new_order_rejected(errors.MSG_WOULD_MATCH)
         need_asset, need = self._requirement(req, price_now)
         if account.balance(need_asset).free < need:
             raise errors.new_order_rejected(errors.MSG_INSUFFICIENT_BALANCE)
         return price_now
+
+    @staticmethod
+    def _check_filters(
+        filters: SymbolFilters, req: NewOrderRequest, avg: Decimal, mine: list[SimOrder]
+    ) -> None:
+        n_algo = sum(o.is_stop for o in mine)
+        if req.type in STOP_MARKET_TYPES:
+            # Filters see a stop-market order as the MARKET order it becomes when triggered;
+            # the algo-order cap still counts it.
+            filters.check(req.side, "MARKET", req.quantity, None, avg, open_orders=len(mine))
+            if filters.max_num_algo_orders and n_algo + 1 > filters.max_num_algo_orders:
+                raise FilterRejected("MAX_NUM_ALGO_ORDERS")
+            return
+        filters.check(
+            req.side,
+            req.type,
+            req.quantity,
+            None if req.type == "MARKET" else req.price,
+            avg,
+            open_orders=len(mine),
+            open_algo_orders=n_algo,
+        )
 
     def place(self, account: Account, req: NewOrderRequest, now_ms: int) -> SimOrder:
         """Validate and place a new order; fill it at once when it is marketable."""
@@ -156,22 +195,21 @@ class MatchingEngine:
             orig_qty=req.quantity,
             api_key=account.api_key,
             time_ms=now_ms,
+            stop_price=req.stop_price,
         )
         self._next_order_id += 1
         self._orders[(account.api_key, order.order_id)] = order
-        self._emit(account, order.execution_report("NEW", now_ms))
-        if req.type == "MARKET" or self._marketable(req.side, req.price, price_now):
+        self._report(account, order, "NEW", now_ms)
+        if req.stop_price is not None:
+            self._rest(account, order, *self._requirement(req, req.price), now_ms)
+        elif req.type == "MARKET" or self._marketable(req.side, req.price, price_now):
             self._fill(account, order, price_now, maker=False, now_ms=now_ms)
         elif req.time_in_force in ("IOC", "FOK"):
             order.status = "EXPIRED"
             order.update_time_ms = now_ms
-            self._emit(account, order.execution_report("EXPIRED", now_ms))
+            self._report(account, order, "EXPIRED", now_ms)
         else:
-            asset, amount = self._requirement(req, req.price)
-            account.lock(asset, amount)
-            order.locked_asset, order.locked_amount = asset, amount
-            self._open_by_symbol.setdefault(order.symbol, {})[order.order_id] = order
-            self._emit_position(account, now_ms)
+            self._rest(account, order, *self._requirement(req, req.price), now_ms)
         LOG.info(
             "order %s %s %s %s qty=%s status=%s",
             order.order_id, order.symbol, order.side, order.type, order.orig_qty, order.status,
@@ -187,29 +225,73 @@ class MatchingEngine:
             client_id_param(params, "newClientOrderId") or _random_client_id()
         )
         self._close(account, order, "CANCELED", now_ms)
-        self._emit(account, order.execution_report("CANCELED", now_ms))
+        self._report(account, order, "CANCELED", now_ms)
         self._emit_position(account, now_ms)
         return order
 
     def on_price_path(
-        self, symbol: str, low: float, high: float, now_ms: int, accounts: dict[str, Account]
+        self,
+        symbol: str,
+        low: float,
+        high: float,
+        now_ms: int,
+        accounts: dict[str, Account],
+        start: float | None = None,
     ) -> int:
-        """Fill resting LIMIT orders of ``symbol`` touched by a path segment; return fills."""
+        """Match the resting orders of ``symbol`` against one path segment; return fills.
+
+        Working LIMIT orders touched by ``low``..``high`` fill at their limit; then waiting stop
+        orders whose stop price the segment reaches trigger. ``start`` is the segment's first
+        price (a bar's open may gap past a stop); None triggers at the stop price.
+        """
         book = self._open_by_symbol.get(symbol)
         if not book:
             return 0
+        lo, hi = Decimal(repr(low)), Decimal(repr(high))
         touched = [
             o
             for o in book.values()
-            if (o.side == "BUY" and Decimal(repr(low)) <= o.price)
-            or (o.side == "SELL" and Decimal(repr(high)) >= o.price)
+            if not o.is_waiting
+            and ((o.side == "BUY" and lo <= o.price) or (o.side == "SELL" and hi >= o.price))
         ]
+        waiting = [o for o in book.values() if o.is_waiting]
         for order in sorted(touched, key=lambda o: o.order_id):
             account = accounts[order.api_key]
             account.unlock(order.locked_asset, order.locked_amount)
             order.locked_amount = Decimal(0)
             self._fill(account, order, order.price, maker=True, now_ms=now_ms)
-        return len(touched)
+        fills = len(touched)
+        if not waiting:
+            return fills
+        decimals = self.catalog.spec(symbol).price_decimals
+        first = None if start is None else Decimal(f"{start:.{decimals}f}")
+        for order in sorted(waiting, key=lambda o: o.order_id):
+            begin = order.stop_price if first is None else first
+            px = trigger_price(order.type, order.side, order.stop_price, begin, lo, hi)
+            if px is not None:
+                fills += self._trigger(accounts[order.api_key], order, px, now_ms)
+        return fills
+
+    def _trigger(self, account: Account, order: SimOrder, price: Decimal, now_ms: int) -> int:
+        """A stop order's price was reached at ``price``: fill, expire or start working."""
+        order.triggered_ms = now_ms
+        LOG.info("order %s %s %s %s triggered at %s",
+                 order.order_id, order.symbol, order.side, order.type, price)  # fmt: skip
+        if order.type in STOP_MARKET_TYPES or self._marketable(order.side, order.price, price):
+            account.unlock(order.locked_asset, order.locked_amount)
+            order.locked_amount = Decimal(0)
+            try:
+                self._fill(account, order, price, maker=False, now_ms=now_ms)
+            except BinanceError:
+                # A BUY stop that gapped past the quote it locked and the account cannot pay.
+                self._expire(account, order, now_ms)
+                return 0
+            return 1
+        if order.time_in_force in ("IOC", "FOK"):
+            self._expire(account, order, now_ms)
+        else:
+            self._report(account, order, "NEW", now_ms)  # now on the book
+        return 0
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -220,9 +302,28 @@ class MatchingEngine:
     def _requirement(self, req: NewOrderRequest, price: Decimal) -> tuple[str, Decimal]:
         spec = self.catalog.spec(req.symbol)
         if req.side == "BUY":
-            ref = price if req.type == "MARKET" else req.price
+            if req.type == "MARKET":
+                ref = price
+            elif req.type in STOP_MARKET_TYPES:
+                ref = req.stop_price  # the simulator's choice: Binance does not document it
+            else:
+                ref = req.price
             return spec.quote_asset, ref * req.quantity
         return spec.base_asset, req.quantity
+
+    def _rest(
+        self, account: Account, order: SimOrder, asset: str, amount: Decimal, now_ms: int
+    ) -> None:
+        """Lock the order's funds and keep it open in its symbol's book."""
+        account.lock(asset, amount)
+        order.locked_asset, order.locked_amount = asset, amount
+        self._open_by_symbol.setdefault(order.symbol, {})[order.order_id] = order
+        self._emit_position(account, now_ms)
+
+    def _expire(self, account: Account, order: SimOrder, now_ms: int) -> None:
+        self._close(account, order, "EXPIRED", now_ms)
+        self._report(account, order, "EXPIRED", now_ms)
+        self._emit_position(account, now_ms)
 
     def _fill(
         self, account: Account, order: SimOrder, price: Decimal, maker: bool, now_ms: int
@@ -249,7 +350,7 @@ class MatchingEngine:
         order.executed_qty += qty
         order.cumm_quote += quote
         self._close(account, order, "FILLED", now_ms)
-        self._emit(account, order.execution_report("TRADE", now_ms, fill))
+        self._report(account, order, "TRADE", now_ms, fill)
         self._emit_position(account, now_ms)
 
     def _close(self, account: Account, order: SimOrder, status: str, now_ms: int) -> None:
@@ -259,6 +360,17 @@ class MatchingEngine:
         order.status = status
         order.update_time_ms = now_ms
         self._open_by_symbol.get(order.symbol, {}).pop(order.order_id, None)
+
+    def _report(
+        self,
+        account: Account,
+        order: SimOrder,
+        exec_type: str,
+        now_ms: int,
+        fill: Fill | None = None,
+    ) -> None:
+        order.executions += 1  # each executionReport gets its own execution id
+        self._emit(account, order.execution_report(exec_type, now_ms, fill))
 
     def _emit(self, account: Account, event: dict) -> None:
         if self.listener is not None:

@@ -11,10 +11,13 @@ from aegis.binance.sim.errors import BinanceError
 
 _NUMBER_RE = re.compile(r"^([0-9]{1,20})(\.[0-9]{1,20})?$")
 _CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
-SUPPORTED_TYPES = frozenset({"LIMIT", "MARKET", "LIMIT_MAKER"})
-KNOWN_TYPES = SUPPORTED_TYPES | {
-    "STOP_LOSS", "STOP_LOSS_LIMIT", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT",
-}  # fmt: skip
+STOP_MARKET_TYPES = frozenset({"STOP_LOSS", "TAKE_PROFIT"})
+STOP_LIMIT_TYPES = frozenset({"STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"})
+STOP_TYPES = STOP_MARKET_TYPES | STOP_LIMIT_TYPES
+KNOWN_TYPES = frozenset({"LIMIT", "MARKET", "LIMIT_MAKER"}) | STOP_TYPES
+PRICELESS_TYPES = frozenset({"MARKET"}) | STOP_MARKET_TYPES
+TIF_TYPES = frozenset({"LIMIT"}) | STOP_LIMIT_TYPES
+FULL_ANSWER_TYPES = frozenset({"LIMIT", "MARKET"})  # the others answer ACK unless asked
 TIME_IN_FORCE = frozenset({"GTC", "IOC", "FOK"})
 RESP_TYPES = frozenset({"ACK", "RESULT", "FULL"})
 
@@ -31,6 +34,12 @@ class NewOrderRequest:
     price: Decimal
     new_client_order_id: str | None
     resp_type: str
+    stop_price: Decimal | None = None
+    """Trigger price of STOP_LOSS(_LIMIT) / TAKE_PROFIT(_LIMIT); None for the other types."""
+
+    @property
+    def is_stop(self) -> bool:
+        return self.type in STOP_TYPES
 
 
 def required(params: dict[str, str], name: str) -> str:
@@ -95,17 +104,15 @@ def parse_new_order(params: dict[str, str], symbols: object) -> NewOrderRequest:
     order_type = required(params, "type")
     if order_type not in KNOWN_TYPES:
         raise BinanceError(-1116, "Invalid orderType.")
-    if order_type not in SUPPORTED_TYPES:
-        # The simulator matches only LIMIT, LIMIT_MAKER and MARKET; say so, never fake it.
-        raise BinanceError(-1014, "Unsupported order combination.")
     tif = params.get("timeInForce")
-    if order_type == "LIMIT":
+    if order_type in TIF_TYPES:
         tif = required(params, "timeInForce")
         if tif not in TIME_IN_FORCE:
             raise BinanceError(-1115, "Invalid timeInForce.")
     elif tif:
-        raise BinanceError(-1106, "Parameter 'timeInForce' sent when not required.")
-    if params.get("quoteOrderQty"):
+        raise errors.not_required("timeInForce")
+    if params.get("quoteOrderQty") or params.get("trailingDelta"):
+        # Neither is matched by the simulator; say so rather than fake it.
         raise BinanceError(-1014, "Unsupported order combination.")
     quantity = decimal_param(params, "quantity")
     if quantity is None:
@@ -115,17 +122,26 @@ def parse_new_order(params: dict[str, str], symbols: object) -> NewOrderRequest:
             )
         raise errors.mandatory("quantity")
     price = decimal_param(params, "price")
-    if order_type == "MARKET":
+    if order_type in PRICELESS_TYPES:
         if price is not None:
-            raise BinanceError(-1106, "Parameter 'price' sent when not required.")
+            raise errors.not_required("price")
         price = Decimal(0)
     elif price is None:
         raise errors.mandatory("price")
+    stop_price = decimal_param(params, "stopPrice")
+    if order_type in STOP_TYPES:
+        if stop_price is None:
+            raise errors.mandatory("stopPrice")
+    elif stop_price is not None:
+        raise errors.not_required("stopPrice")
     if quantity <= 0:
         raise errors.filter_failure("LOT_SIZE")
-    if order_type != "MARKET" and price <= 0:
+    if order_type not in PRICELESS_TYPES and price <= 0:
         raise errors.filter_failure("PRICE_FILTER")
-    resp_type = params.get("newOrderRespType") or "FULL"
+    if stop_price is not None and stop_price <= 0:
+        raise errors.filter_failure("PRICE_FILTER")
+    default_resp = "FULL" if order_type in FULL_ANSWER_TYPES else "ACK"
+    resp_type = params.get("newOrderRespType") or default_resp
     if resp_type not in RESP_TYPES:
         raise errors.invalid_param("newOrderRespType")
     return NewOrderRequest(
@@ -137,4 +153,5 @@ def parse_new_order(params: dict[str, str], symbols: object) -> NewOrderRequest:
         price=price,
         new_client_order_id=client_id_param(params, "newClientOrderId"),
         resp_type=resp_type,
+        stop_price=stop_price,
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 import orjson
 
-from aegis.binance.sim.bars import path_points, range_between
+from aegis.binance.sim.bars import path_points, price_on_path, range_between
 from aegis.binance.sim.clock import SimClock
 from aegis.binance.sim.config import MINUTE_MS
 from aegis.binance.sim.events import kline_event
@@ -103,8 +103,10 @@ class KlineReplay:
             b = self._bar(symbol, minute, bars)
             if b is None:
                 continue
-            low, high = range_between(path_points(b.open, b.high, b.low, b.close), (k - 1) / n, phi)
-            self.engine.on_price_path(symbol, low, high, t, self.accounts)
+            points = path_points(b.open, b.high, b.low, b.close)
+            low, high = range_between(points, (k - 1) / n, phi)
+            start = price_on_path(points, (k - 1) / n)
+            self.engine.on_price_path(symbol, low, high, t, self.accounts, start=start)
         await self.hub.cut_old_connections()
         self.steps += 1
         if self.after_step is not None:
