@@ -148,6 +148,11 @@ class Settings:
     live_unknown_grace_s: float = setting(
         10.0, "Age after which an order the exchange doesn't know counts as never sent."
     )
+    live_crash_guard: bool = setting(
+        True,
+        "Rest an exchange-side stop SELL (crash guard) at twice each live position's stop "
+        "distance, so a crash is sold even while the executor is down; false places none.",
+    )
     user_stream_max_connection_s: float = setting(
         84600.0, "User-data stream rollover, before Binance's 24 h cut."
     )

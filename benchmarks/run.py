@@ -86,18 +86,22 @@ def run_area(area: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the named areas (default: all). A partial run replaces only its areas in
+    latest.json; each area keeps the time and the machine noise of the run that measured it."""
     wanted = (argv if argv is not None else sys.argv[1:]) or areas()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    report = {
-        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
-        "noise_before": noise(),
-        "areas": {},
-    }
-    for area in wanted:
-        report["areas"][area] = run_area_in_subprocess(area)
-    report["noise_after"] = noise()
     path = RESULTS / "latest.json"
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    before = noise()
+    report = {"generated_at": now, "machine": machine(), "noise_before": before, "areas": {}}
+    if set(wanted) != set(areas()) and path.exists():
+        report["areas"] = json.loads(path.read_text()).get("areas", {})
+    for area in wanted:
+        result = run_area_in_subprocess(area)
+        result["measured_at"] = now
+        result["noise_before"] = before
+        report["areas"][area] = result
+    report["noise_after"] = noise()
     path.write_text(json.dumps(report, indent=2, sort_keys=True))
     failed = [a for a, r in report["areas"].items() if "error" in r]
     print(

@@ -22,6 +22,7 @@ from sim_support import KEY, SECRET
 
 from aegis.binance.journal_pg import PgOrderJournal
 from aegis.binance.live import LiveConfig, LiveExchange
+from aegis.binance.live_guard import parse_guard_client_id
 from aegis.binance.rest import BinanceRestClient
 from aegis.binance.weight import WeightBudget
 
@@ -45,7 +46,9 @@ class CrashingJournal(PgOrderJournal):
 
     async def order_acked(self, client_order_id, state, fills, time_ms):
         await super().order_acked(client_order_id, state, fills, time_ms)
-        if self.crash_after_ack:
+        # A crash guard's acks (placed after an entry, cancelled before an exit) are not the
+        # entry's or exit's ack this crash point is about.
+        if self.crash_after_ack and parse_guard_client_id(client_order_id) is None:
             die()
 
 

@@ -125,6 +125,7 @@ async def test_executor_live_killed_after_the_exchange_answered_sends_the_order_
     assert len(posts_for(sim, "aegis-81-x1")) == 1
     orders = await rows(dsn, "SELECT client_order_id, status, mode FROM orders ORDER BY 1")
     assert [tuple(o) for o in orders] == [("aegis-81", "FILLED", "live"),
+                                          ("aegis-81-g1", "CANCELED", "live"),  # crash guard
                                           ("aegis-81-x1", "FILLED", "live")]  # fmt: skip
     trade = (await rows(dsn, "SELECT exit_reason, quantity FROM virtual_trades"))[0]
     assert trade["exit_reason"] == "time_exit" and trade["quantity"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -146,3 +147,31 @@ async def test_hot_cache_redis_killed_keeps_serving_then_recovers_by_itself(
         await cache.close()
         await cache.database.close()
         server.stop()
+
+
+async def test_hot_cache_writer_task_cancelled_mid_command_always_stops(
+    pg_migrated_dsn: str, redis_url: str, redis_prefix: str
+) -> None:
+    # redis-py sometimes finishes a command whose task was cancelled, or reports a timeout
+    # instead: the feed's bar store then never stopped at shutdown. Cancel at many instants.
+    cache = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)
+
+    async def keep_writing() -> None:
+        i = 0
+        while True:
+            i += 1
+            await cache.put_bar(LatestBar(f"S{i % 300}USDT", "1m", T0 + i, 1.0, 1.0, 1.0, 1.0, 1.0))
+
+    still_running = 0
+    for trial in range(400):
+        task = asyncio.ensure_future(keep_writing())
+        await asyncio.sleep(0.0002 * (trial % 13))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=1.0)
+        if not done:
+            still_running += 1
+            break  # a task that swallowed its cancellation: the failure this test is about
+        assert task.cancelled()
+    assert still_running == 0
+    await cache.close()
+    await cache.database.close()

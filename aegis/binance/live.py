@@ -28,7 +28,7 @@ Order safety:
   before sending) is marked rejected once older than ``unknown_grace_s``; it was never placed, so
   nothing is lost and nothing can be doubled.
 
-Exits — executor-managed on closed 1m bars, not exchange-side OCO/stop orders:
+Exits — executor-managed on closed 1m bars; exchange-side only as a far crash guard:
 
     AEGIS closes live positions itself: on every closed 1-minute bar the executor runs the very
     function the paper exchange and the brain's training labels use (``exit_check_nb``:
@@ -43,18 +43,35 @@ Exits — executor-managed on closed 1m bars, not exchange-side OCO/stop orders:
     trade records both the rule's level (``close_price``) and the real fill
     (``close_fill_price``), so the gap is measured, not hidden. The risk it adds — an executor
     that is down cannot stop anything — is bounded by the watchdog restarting the executor
-    within seconds, by reconciliation on start, and by the kill switch; a resting exchange-side
-    STOP_LOSS far below the rule's stop as a crash guard is a planned addition (the simulator
-    does not match stop orders yet, so it could not be tested here).
+    within seconds, by reconciliation on start, by the kill switch, and by the crash guard.
+
+Crash guard (``live_guard``; ``LiveConfig.crash_guard``, on by default, ``None`` turns it off):
+right after an entry fills, inside the lock, a SELL STOP_LOSS (or STOP_LOSS_LIMIT where the
+symbol has no STOP_LOSS) is journaled (role ``guard``, id ``aegis-<id>-g<n>``, exit code 7,
+decision price = its stop) and sent, resting at twice the rule's stop distance below the entry:
+while the executor runs, the rule's own exit always comes first. A resting, acknowledged guard
+does not hold the position up (``IntentBook.unresolved``: only a guard whose send outcome is
+unknown does). Every exit and ``flatten`` first cancels the guard (its coins are locked while it
+rests) and then sends a new MARKET SELL — never ``cancelReplace``, whose half-failures leave
+either order's fate to guess: a guard found FILLED closes the trade as ``crash_guard`` with its
+fill and no exit is sent; one that sold part of the position leaves only the rest to sell; a
+cancel whose outcome is unknown sends no exit this bar, the decision is sent on the next one.
+A guard that sells while the executor runs is settled from its ``executionReport`` events
+(else one query by client id); one that sold while it was down is found by reconciliation
+(journaled resting, absent from ``openOrders``: queried) **before** positions without coins are
+closed as ``reconciled``. After every reconciliation, each open position without a guard that
+may rest gets one under the next attempt id — never two at once. A position that cannot have
+one (filters, no stop order type, MAX_NUM_ALGO_ORDERS, refused) trades on without it, logged
+once and counted in ``guards_unavailable``.
 
 Reconciliation (``reconcile``, weight ~100): at start, after every user-data reconnect, every
 ``reconcile_interval_s``, and when drift is suspected (an exit refused, a fill of an own id no
 intent tracks) — never because an order was answered. REST ``account`` and ``openOrders``
 reseed the ``AccountCache``; each unresolved journal order is settled (from the stream, else by
 a query by client id; an order filled while we were away gets its fill recorded and its
-position opened or closed); a position whose base asset balance is gone from the account is
-closed with reason ``reconciled``. ``reconciliations`` counts them by reason, ``resolutions``
-counts the targeted settlements by outcome.
+position opened or closed); each guard no longer open is queried and settled; a position whose
+base asset balance is gone from the account is closed with reason ``reconciled``.
+``reconciliations`` counts them by reason, ``resolutions`` the targeted settlements by outcome.
 
 Restart: positions rebuilt from the journal are not announced again (no second "trade opened"):
 their ``PositionOpened`` belonged to the life that journaled the fill. An entry the journal
@@ -88,6 +105,15 @@ from aegis.binance.live_book import (
     exit_client_id,
     intent_detail,
     is_own_client_id,
+)
+from aegis.binance.live_guard import (
+    ROLE_GUARD,
+    STATUS_ABSENT,
+    CrashGuard,
+    GuardConfig,
+    GuardOrder,
+    GuardUnavailable,
+    plan_guard,
 )
 from aegis.binance.live_ledger import (
     REJECT_EXCHANGE_PREFIX,
@@ -136,6 +162,7 @@ __all__ = [
     "REJECT_EXCHANGE_PREFIX",
     "REJECT_NOT_SENT",
     "SUBMIT_FILLED",
+    "GuardConfig",
     "LiveConfig",
     "LiveExchange",
     "LiveMarket",
@@ -179,6 +206,14 @@ class LiveExchange:
         self.stream: UserDataStream | None = None
         self._in_flight: set[str] = set()  # client ids whose REST call is not answered yet
         self._checks: dict[str, float] = {}  # unresolved client id -> when to look (clock s)
+        self.guard = CrashGuard(rest)
+        self.guards_unavailable: Counter[str] = Counter()  # positions left unguarded, by reason
+        self.guard_releases: Counter[str] = Counter()  # guards released before exits, by status
+        self._unguarded: dict[int, str] = {}  # intent -> why it has no guard (logged once)
+        self._guard_given_up: set[int] = set()  # refused by the exchange: not sent again
+        self._last_refusal: BinanceError | None = None
+        # Exits decided while their guard could not be released: sent on the next bar.
+        self._deferred: dict[int, tuple[int, float, int, int]] = {}
         self.cache.order_listeners.append(self._on_order_event)
 
     def user_data_stream(self, url: str, api_key: str, api_secret: str, **kwargs) -> UserDataStream:
@@ -273,6 +308,7 @@ class LiveExchange:
         self._checks = {cid: t for cid, t in self._checks.items() if cid in unresolved}
         for cid, order in unresolved.items():
             self._checks.setdefault(cid, self._not_found_check(order, now))
+        await self._ensure_guards()
         return self.last_report
 
     def _not_found_check(self, order: JournalOrder, now: float) -> float:
@@ -311,12 +347,16 @@ class LiveExchange:
                 self.resolutions[outcome] += 1
                 if outcome == OUTCOME_UNKNOWN:
                     self._checks[cid] = self._not_found_check(order, now)
+                elif outcome == OUTCOME_OPEN and order.role == ROLE_GUARD:
+                    del self._checks[cid]  # resting, as a guard should: its events will tell
                 elif outcome == OUTCOME_OPEN:
                     self._checks[cid] = now + OPEN_RECHECK_S
                 else:
                     del self._checks[cid]
                     settled += 1
                     log.info("order %s settled (%s)", cid, outcome)
+            if settled:
+                await self._ensure_guards()  # an entry settled here opened a position
             return settled
 
     def _next_check_in(self) -> float | None:
@@ -417,6 +457,8 @@ class LiveExchange:
             ledger.books[intent.intent_id] = book
             self._checkpoint("intent_written")
             await self._place(book, order)
+            if book.position is not None:
+                await self._place_guard(book)
             if intent.intent_id not in ledger.books:
                 return SubmitOutcome(intent.intent_id, SUBMIT_REJECTED, ledger.last_reject)
             if book.position is None:
@@ -450,13 +492,15 @@ class LiveExchange:
             return REJECT_INSUFFICIENT_CASH
         return qty
 
-    async def _place(self, book: IntentBook, order: JournalOrder) -> None:
+    async def _place(
+        self, book: IntentBook, order: JournalOrder, guard: GuardOrder | None = None
+    ) -> None:
         """Send a journaled order once and settle its answer; while the REST call is in flight,
         its stream events wait for that answer instead of asking REST themselves."""
         cid = order.client_order_id
         self._in_flight.add(cid)
         try:
-            answer = await self._send(book, order)
+            answer = await self._send(book, order, guard)
             if answer is not None:
                 await self.ledger.settle(book, order, answer)
         finally:
@@ -464,19 +508,30 @@ class LiveExchange:
         found = self.ledger.find(cid)
         if found is not None and found[1].is_unresolved and cid not in self._checks:
             # Answered, not final (resting on the book): the stream or a later query settles it.
+            # A guard rests by design: only its final state (from the stream) is looked at.
             cached = self.cache.order(cid)
             now = self.ledger.clock()
-            self._schedule(cid, now if cached and cached.is_final else now + OPEN_RECHECK_S)
+            if cached is not None and cached.is_final:
+                self._schedule(cid, now)
+            elif order.role != ROLE_GUARD:
+                self._schedule(cid, now + OPEN_RECHECK_S)
 
-    async def _send(self, book: IntentBook, order: JournalOrder) -> ExchangeOrder | None:
-        """Send a journaled order once. None: refused (journaled) or outcome still unknown."""
+    async def _send(
+        self, book: IntentBook, order: JournalOrder, guard: GuardOrder | None = None
+    ) -> ExchangeOrder | None:
+        """Send a journaled order (``guard``: that guard's planned order) once. None: refused
+        (journaled) or outcome still unknown."""
         cid = order.client_order_id
         stream_live = self._stream_live()
+        lookups = 0 if stream_live else REST_LOOKUPS
         try:
-            answer = await self.rest.new_order(
-                order.symbol, order.side, order.order_type, order.quantity,
-                client_order_id=cid, lookups=0 if stream_live else REST_LOOKUPS,
-            )  # fmt: skip
+            if guard is not None:
+                answer = await self.guard.place(guard, lookups=lookups)
+            else:
+                answer = await self.rest.new_order(
+                    order.symbol, order.side, order.order_type, order.quantity,
+                    client_order_id=cid, lookups=lookups,
+                )  # fmt: skip
         except UnknownOrderState as exc:
             now = self.ledger.clock()
             cached = self.cache.order(cid)
@@ -494,6 +549,7 @@ class LiveExchange:
             return None
         except (OrderRejected, RateLimited, IpBanned, HaltError) as exc:
             # Refused before placement (filters, balance, rate limit, ban, keys): nothing exists.
+            self._last_refusal = exc
             reason = REJECT_EXCHANGE_PREFIX + (getattr(exc, "filter_type", "") or exc.msg)[:80]
             log.warning("order %s refused: %s", cid, reason)
             await self.ledger.refused(book, order, reason)
@@ -509,6 +565,107 @@ class LiveExchange:
         self._checkpoint("order_answered")
         return answer
 
+    # -- crash guards ---------------------------------------------------------------------------
+
+    async def _ensure_guards(self) -> None:
+        """Give every open position without a guard one (never a second while one may rest)."""
+        if self.config.crash_guard is None:
+            return
+        books = self.ledger.books
+        self._unguarded = {i: r for i, r in self._unguarded.items() if i in books}
+        self._guard_given_up = {i for i in self._guard_given_up if i in books}
+        for book in list(books.values()):
+            if (
+                book.position is not None
+                and book.intent.intent_id in self.ledger.books
+                and book.resting_guard() is None
+                and not book.unresolved()
+                and book.intent.intent_id not in self._guard_given_up
+            ):
+                await self._place_guard(book)
+
+    async def _place_guard(self, book: IntentBook) -> None:
+        """Journal, then send, the position's next crash guard (``live_guard``); a position
+        that cannot have one trades on without it, counted in ``guards_unavailable``."""
+        cfg, pos, market = self.config.crash_guard, book.position, book.market
+        if cfg is None or pos is None:
+            return
+        try:
+            planned = plan_guard(
+                market, pos.intent_id, len(book.guards) + 1, book.held(), pos.entry_price,
+                pos.stop_pct, cfg, reference_price=self._marks.get(pos.symbol_id),
+                open_algo_orders=self._open_algo_orders(market.symbol),
+            )  # fmt: skip
+        except GuardUnavailable as exc:
+            # Planning is pure: tried again at each reconciliation (an algo-order slot may free).
+            self._no_guard(book, exc.reason, str(exc))
+            return
+        order = JournalOrder(
+            planned.client_order_id, pos.intent_id, ROLE_GUARD, market.symbol, "SELL",
+            planned.order_type, planned.quantity, self.ledger.now_ms(), planned.journal_detail(),
+        )  # fmt: skip
+        if not await self.ledger.journal.intent_written(order):
+            self._guard_given_up.add(pos.intent_id)
+            self._no_guard(book, "duplicate_id", f"{order.client_order_id} already journaled")
+            return
+        book.guards.append(order)
+        book.fills[order.client_order_id] = []
+        self._checkpoint("guard_written")
+        self._last_refusal = None
+        await self._place(book, order, planned)
+        refused = book.guards[-1]
+        if refused.status == "REJECTED":
+            # Refused for what it is (filters, "would trigger immediately"): not sent again in
+            # this life; refused for the rate (429, 418): the next reconciliation tries again.
+            if not isinstance(self._last_refusal, RateLimited | IpBanned):
+                self._guard_given_up.add(pos.intent_id)
+            self._no_guard(book, refused.reject_reason, f"{refused.client_order_id} refused")
+        else:
+            self._unguarded.pop(pos.intent_id, None)
+
+    def _no_guard(self, book: IntentBook, reason: str, detail: str) -> None:
+        """Count and log a position left without a guard, once per intent and reason."""
+        intent_id = book.intent.intent_id
+        if self._unguarded.get(intent_id) != reason:
+            self._unguarded[intent_id] = reason
+            self.guards_unavailable[reason] += 1
+            log.warning("position %d trades without a crash guard: %s", intent_id, detail)
+
+    def _open_algo_orders(self, symbol: str) -> int:
+        """Open stop orders on ``symbol`` as the account cache knows them (MAX_NUM_ALGO_ORDERS)."""
+        return sum(
+            1
+            for o in self.cache.open_orders().values()
+            if o.symbol == symbol and o.order_type.startswith(("STOP_LOSS", "TAKE_PROFIT"))
+        )
+
+    async def _release_guard(self, book: IntentBook) -> bool:
+        """Cancel the position's resting guard so its base can be sold, and settle what it did.
+
+        False: its state is unknown (still locking the base), so no exit now. True: the exit
+        may go on — unless the guard had sold the position, which is then closed."""
+        guard = book.resting_guard()
+        if guard is None:
+            return True
+        cid = guard.client_order_id
+        self._in_flight.add(cid)  # its cancel event waits for this answer
+        try:
+            release = await self.guard.release(guard.symbol, cid)
+        except HaltError:
+            raise
+        except BinanceError as exc:
+            self.guard_releases["unknown"] += 1
+            log.warning("crash guard %s not released (%s); exit retried next bar", cid, exc)
+            return False
+        finally:
+            self._in_flight.discard(cid)
+        self.guard_releases[release.status] += 1
+        if release.status == STATUS_ABSENT:
+            await self.ledger.refused(book, guard, REJECT_EXCHANGE_PREFIX + "absent")
+        else:
+            await self.ledger.settle(book, guard, release.order)
+        return True
+
     # -- exits ---------------------------------------------------------------------------------
 
     async def on_bar(
@@ -520,16 +677,28 @@ class LiveExchange:
             last = self._last_bar.get(symbol_id)
             if last is None or open_time_ms > last:
                 self._last_bar[symbol_id] = open_time_ms
+                books = self.ledger.books
+                self._deferred = {i: d for i, d in self._deferred.items() if i in books}
                 held_on, exits = [], []
-                for book in list(self.ledger.books.values()):
-                    if book.intent.symbol_id == symbol_id and book.position is not None:
-                        decision = self._step(book, open_time_ms, open_, high, low, close)
-                        (exits if decision else held_on).append((book, decision))
+                for book in list(books.values()):
+                    if book.intent.symbol_id != symbol_id or book.position is None:
+                        continue
+                    deferred = self._deferred.get(book.intent.intent_id)
+                    if deferred is not None:  # decided on an earlier bar, its guard was stuck
+                        if not book.unresolved():
+                            exits.append((book, deferred))
+                        continue
+                    decision = self._step(book, open_time_ms, open_, high, low, close)
+                    if decision is None:
+                        held_on.append(book)
+                    else:
+                        reason, price, held = decision
+                        exit_at = open_time_ms + self.config.bar_interval_ms
+                        exits.append((book, (reason, price, exit_at, held)))
                 # Positions that exit are not marked: their bar must replay after a crash that
                 # happens before the exit order is journaled.
-                await self.ledger.mark(book for book, _ in held_on)
-                for book, (reason, price, held) in exits:
-                    exit_at = open_time_ms + self.config.bar_interval_ms
+                await self.ledger.mark(held_on)
+                for book, (reason, price, exit_at, held) in exits:
                     await self._exit(book, reason, price, exit_at, held)
                 self._marks[symbol_id] = close
             return self.drain_events()
@@ -563,9 +732,17 @@ class LiveExchange:
             return self.drain_events()
 
     async def _exit(self, book: IntentBook, code: int, price: float, time_ms: int, held: int):
+        """Release the position's guard, then sell what is left of it at market."""
+        intent_id = book.intent.intent_id
+        if not await self._release_guard(book):
+            self._deferred[intent_id] = (code, price, time_ms, held)
+            return
+        self._deferred.pop(intent_id, None)
+        if intent_id not in self.ledger.books:
+            return  # the guard had sold it: closed as crash_guard, nothing left to sell
         pos, market = book.position, book.market
         try:
-            qty, _ = market.filters.fit("SELL", "MARKET", pos.quantity, avg_price=price)
+            qty, _ = market.filters.fit("SELL", "MARKET", book.held(), avg_price=price)
         except (FilterRejected, InvalidOrder) as exc:
             kind = getattr(exc, "filter_type", "INVALID_ORDER")
             self.ledger.rejections["exit_rejected:" + kind] += 1

@@ -25,7 +25,13 @@ from aegis.paper.positions import PaperPosition, PaperTrade
 CLIENT_ID_PREFIX = "aegis-"
 CLIENT_ID_PATTERN = re.compile(r"^[\.A-Z\:/a-z0-9_-]{1,36}$")  # Binance's newClientOrderId rule
 EXIT_RECONCILED = 6  # not an exit rule: the exchange had no balance for the position
-EXIT_REASON_NAMES = {**EXIT_REASONS, EXIT_RECONCILED: "reconciled"}
+EXIT_CRASH_GUARD = 7  # not an exit rule: the exchange-side crash guard sold (``live_guard``)
+EXIT_CRASH_GUARD_NAME = "crash_guard"
+EXIT_REASON_NAMES = {
+    **EXIT_REASONS,
+    EXIT_RECONCILED: "reconciled",
+    EXIT_CRASH_GUARD: EXIT_CRASH_GUARD_NAME,
+}
 _ZERO = Decimal(0)
 _ESTIMATED_SLOT = 999  # synthetic trade id slot of an aggregate fill rebuilt from a query
 
@@ -293,6 +299,8 @@ def close_trade(
 
 __all__ = [
     "CLIENT_ID_PATTERN",
+    "EXIT_CRASH_GUARD",
+    "EXIT_CRASH_GUARD_NAME",
     "EXIT_RECONCILED",
     "FillTotals",
     "LiveMarket",

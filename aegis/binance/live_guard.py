@@ -34,14 +34,19 @@ from decimal import Decimal
 
 from aegis.binance.errors import NoSuchOrder, UnknownOrderState
 from aegis.binance.filters import FilterRejected, InvalidOrder, SymbolFilters, to_decimal
-from aegis.binance.live_book import CLIENT_ID_PREFIX, LiveMarket, entry_client_id
+from aegis.binance.live_book import (
+    CLIENT_ID_PREFIX,
+    EXIT_CRASH_GUARD,
+    EXIT_CRASH_GUARD_NAME,
+    LiveMarket,
+    entry_client_id,
+)
 from aegis.binance.models import ExchangeOrder
 from aegis.binance.rest import BinanceRestClient
 
 log = logging.getLogger(__name__)
 
-EXIT_CRASH_GUARD = 7  # exit code of a trade closed by its guard's fill (live_book numbers 0..6)
-EXIT_CRASH_GUARD_NAME = "crash_guard"
+ROLE_GUARD = "guard"  # journal role of a guard order (beside journal.ROLE_ENTRY / ROLE_EXIT)
 GUARD_TIME_IN_FORCE = "GTC"
 STATUS_ABSENT = "ABSENT"  # release(): the exchange never had the guard
 _GUARD_ID = re.compile(rf"^{re.escape(CLIENT_ID_PREFIX)}(\d+)-g(\d+)$")
@@ -106,6 +111,16 @@ class GuardOrder:
     @property
     def time_in_force(self) -> str | None:
         return GUARD_TIME_IN_FORCE if self.limit_price is not None else None
+
+    def journal_detail(self) -> dict[str, object]:
+        """The journal ``detail`` of this guard: a fill of it is an exit with reason
+        ``crash_guard`` whose decision price is the stop (the level the guard chose)."""
+        return {
+            "exit_code": EXIT_CRASH_GUARD,
+            "decision_price": float(self.stop_price),
+            "stop_price": str(self.stop_price),
+            "limit_price": None if self.limit_price is None else str(self.limit_price),
+        }
 
 
 def guard_order_type(filters: SymbolFilters) -> str:
@@ -195,15 +210,15 @@ class CrashGuard:
     def __init__(self, rest: BinanceRestClient) -> None:
         self.rest = rest
 
-    async def place(self, order: GuardOrder) -> ExchangeOrder:
+    async def place(self, order: GuardOrder, *, lookups: int = 3) -> ExchangeOrder:
         """Send the guard once (journal it first). Errors are the REST client's typed ones:
         ``OrderRejected`` (e.g. -2010 ``Order would trigger immediately.`` when the price is
         already below the guard, ``FilterFailure``) means it does not exist; an unknown outcome
-        that the client could not resolve by query raises ``UnknownOrderState``."""
+        that the client could not resolve by ``lookups`` queries raises ``UnknownOrderState``."""
         answer = await self.rest.new_order(
             order.symbol, "SELL", order.order_type, order.quantity, order.limit_price,
             client_order_id=order.client_order_id, time_in_force=order.time_in_force,
-            stop_price=order.stop_price,
+            stop_price=order.stop_price, lookups=lookups,
         )  # fmt: skip
         log.info(
             "crash guard %s placed: %s %s %s stop %s limit %s, status %s",
@@ -254,6 +269,7 @@ class CrashGuard:
 __all__ = [
     "EXIT_CRASH_GUARD",
     "EXIT_CRASH_GUARD_NAME",
+    "ROLE_GUARD",
     "STATUS_ABSENT",
     "CrashGuard",
     "GuardConfig",

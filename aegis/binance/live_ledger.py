@@ -32,6 +32,7 @@ from aegis.binance.account import AccountCache
 from aegis.binance.journal import (
     ROLE_ENTRY,
     ROLE_EXIT,
+    STATUS_SUBMITTING,
     JournalFill,
     JournalOrder,
     JournalState,
@@ -49,6 +50,7 @@ from aegis.binance.live_book import (
     open_position,
     remainder_fill,
 )
+from aegis.binance.live_guard import ROLE_GUARD, GuardConfig
 from aegis.binance.models import ExchangeOrder
 from aegis.binance.user_events import OrderUpdate
 from aegis.paper.events import IntentRejected, PaperEvent, PositionOpened, TradeClosed
@@ -62,6 +64,7 @@ REJECT_EXCHANGE_PREFIX = "exchange:"
 REJECT_NOT_SENT = "not_sent"  # journaled, then the process died before sending
 STATUS_UNSETTLED = "UNSETTLED"  # final on the exchange, fills not all journaled: query again
 _SETTLED_KEPT = 10_000
+DEFAULT_GUARD = GuardConfig()  # on by default: see ``live_guard`` for where it sits
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,8 @@ class LiveConfig:
     # While the user-data stream is connected, an order whose REST outcome is unknown waits this
     # long for the stream to tell its fate before it is queried by client id.
     stream_wait_s: float = 2.0
+    # The exchange-side crash guard of every position (``live_guard``); None places none.
+    crash_guard: GuardConfig | None = DEFAULT_GUARD
 
     def __post_init__(self) -> None:
         if self.trailing_pct < 0 or self.max_hold_minutes < 0 or self.bar_interval_ms <= 0:
@@ -99,6 +104,7 @@ class LiveConfig:
             "max_hold_minutes": settings.max_hold_minutes,
             "quote_asset": settings.quote_asset,
             "commission_pct": settings.commission_pct,
+            "crash_guard": DEFAULT_GUARD if settings.live_crash_guard else None,
         }
         values.update(overrides)
         return cls(**values)
@@ -115,21 +121,54 @@ class IntentBook:
     fills: dict[str, list[JournalFill]] = field(default_factory=dict)
     position: PaperPosition | None = None
     equity_before: float = 0.0  # account equity when the entry was sent (position size %)
+    guards: list[JournalOrder] = field(default_factory=list)  # crash guards, oldest first
 
     def orders(self) -> list[JournalOrder]:
-        return [self.entry, *self.exits]
+        return [self.entry, *self.exits, *self.guards]
 
     def unresolved(self) -> list[JournalOrder]:
-        """Orders whose final state the journal does not know yet."""
-        return [o for o in self.orders() if o.is_unresolved]
+        """Orders whose state must be learnt before the position takes another order.
+
+        A guard the exchange acknowledged is resting by design, not unresolved: only one whose
+        send outcome is unknown (or final with fills missing) is."""
+        return [o for o in self.orders() if needs_resolution(o)]
+
+    def resting_guard(self) -> JournalOrder | None:
+        """The guard that may be resting on the exchange (sent, not final), if any."""
+        return next((g for g in reversed(self.guards) if not g.is_final), None)
+
+    def guard_sold(self) -> Decimal:
+        """Base quantity the position's guards have sold so far."""
+        return sum((g.executed_qty for g in self.guards), Decimal(0))
+
+    def held(self) -> Decimal:
+        """Base quantity of the position still held (its quantity minus what guards sold)."""
+        return Decimal(0) if self.position is None else self.position.quantity - self.guard_sold()
+
+    def guard_closes(self, guard: JournalOrder) -> bool:
+        """True when this final guard sold the position (nothing sellable is left)."""
+        return (
+            guard.is_final
+            and guard.executed_qty > 0
+            and (guard.status == "FILLED" or self.held() < self.market.step)
+        )
 
     def replace_order(self, order: JournalOrder) -> None:
-        if order.client_order_id == self.entry.client_order_id:
+        cid = order.client_order_id
+        if cid == self.entry.client_order_id:
             self.entry = order
+        elif order.role == ROLE_GUARD:
+            self.guards = [order if o.client_order_id == cid else o for o in self.guards]
         else:
-            self.exits = [
-                order if o.client_order_id == order.client_order_id else o for o in self.exits
-            ]
+            self.exits = [order if o.client_order_id == cid else o for o in self.exits]
+
+
+def needs_resolution(order: JournalOrder) -> bool:
+    """True for an order whose state the journal must learn from the exchange: an entry or an
+    exit not final, a guard whose sending is unsettled, any order final with fills missing."""
+    if order.role == ROLE_GUARD:
+        return order.status in (STATUS_SUBMITTING, STATUS_UNSETTLED)
+    return order.is_unresolved
 
 
 class IntentLedger:
@@ -205,6 +244,7 @@ class IntentLedger:
         self.seen.add(intent_id)
         book = IntentBook(intent, market, entry, equity_before=entry.detail.get("equity_before", 0))
         book.exits = sorted((o for o in orders if o.role == ROLE_EXIT), key=_creation)
+        book.guards = sorted((o for o in orders if o.role == ROLE_GUARD), key=_creation)
         book.fills = {o.client_order_id: list(fills.get(o.client_order_id, ())) for o in orders}
         self.books[intent_id] = book
         for order in book.orders():
@@ -217,6 +257,11 @@ class IntentLedger:
         for exit_order in book.exits:
             if exit_order.is_final and exit_order.executed_qty > 0:
                 await self._close_from_fills(book, exit_order)
+                return
+        for guard in book.guards:
+            if book.position is not None and book.guard_closes(guard):
+                await self._close_from_fills(book, guard)
+                return
 
     def closed_position(self, intent_id: int) -> PaperPosition | None:
         """The last state of a recently closed position (its ``TradeClosed`` may be unread)."""
@@ -297,6 +342,10 @@ class IntentLedger:
         if order.role == ROLE_EXIT:
             if answer.executed_quantity > 0:
                 await self._close_from_fills(book, updated)
+        elif order.role == ROLE_GUARD:
+            # A guard that sold part of the position only shrinks what an exit must sell.
+            if book.position is not None and book.guard_closes(updated):
+                await self._close_from_fills(book, updated)
         elif answer.executed_quantity > 0:
             # No mark yet: the journaled fills rebuild exactly this position.
             self._open_from_fills(book, None)
@@ -318,9 +367,10 @@ class IntentLedger:
         if order.role == ROLE_ENTRY:
             self.books.pop(book.intent.intent_id, None)
             self.reject(book.intent, reason)
-        else:
+        elif order.role == ROLE_EXIT:
             self.rejections["exit_" + reason] += 1
             self.last_reject = reason
+        # A refused guard: the position trades on without it (``LiveExchange`` counts why).
 
     def _open_from_fills(self, book: IntentBook, mark: PositionMark | None) -> None:
         if book.position is not None:
@@ -347,19 +397,29 @@ class IntentLedger:
         book.position = pos
 
     async def _close_from_fills(self, book: IntentBook, exit_order: JournalOrder) -> None:
+        """Close the position with the order that sold it (an exit or a guard); what a guard
+        sold before it was released counts in the same trade."""
         pos = book.position
         if pos is None:
             log.error("exit %s filled but its position is unknown", exit_order.client_order_id)
             return
-        sold = fill_totals(book.fills.get(exit_order.client_order_id, ()), book.market)
+        sellers = [exit_order, *(g for g in book.guards if g.executed_qty > 0
+                                 and g.client_order_id != exit_order.client_order_id)]  # fmt: skip
+        fills = [f for o in sellers for f in book.fills.get(o.client_order_id, ())]
+        sold = fill_totals(fills, book.market)
         detail = exit_order.detail
+        # A guard's exit time is its last fill's (exchange time; the journal's is a wall clock).
+        own = [f.executed_at_ms for f in book.fills.get(exit_order.client_order_id, ())]
+        exit_at = int(detail.get("exit_at_ms", max(own, default=exit_order.updated_at_ms)))
+        # A guard sells between bars: held until the bar of its fill, at least what was seen.
+        held = max(pos.bars_held, (exit_at - pos.entry_at_ms) // self.config.bar_interval_ms + 1)
         trade = close_trade(
             pos,
             int(detail.get("exit_code", EXIT_FORCED)),
             float(detail.get("decision_price", sold.average_price)),
             sold,
-            int(detail.get("exit_at_ms", exit_order.updated_at_ms)),
-            int(detail.get("bars_held", pos.bars_held)),
+            exit_at,
+            int(detail.get("bars_held", held)),
         )
         left = pos.quantity - sold.quantity
         if left > book.market.step:

@@ -12,10 +12,14 @@ by ``resolve_order`` (the user-data stream, else one query by client id, weight 
    gets its fill recorded and its position opened or closed); not found and older than the
    grace period, it was never sent (the process died first) and is marked rejected ``not_sent``
    — it cannot appear later, since nothing will ever send that id;
-3. our own open orders (``aegis-`` ids) that the journal does not hold, and fills of our own ids
+3. every crash guard the journal holds as resting (``live_guard``) but ``openOrders`` no longer
+   lists is queried by client id and settled: a guard that filled while nobody watched closes
+   its trade as ``crash_guard`` with its real fill, before step 5 could call the position
+   unbacked;
+4. our own open orders (``aegis-`` ids) that the journal does not hold, and fills of our own ids
    that no open intent tracks (an order marked ``not_sent`` that executed late after all), are
    reported as drift — loudly, since those coins are outside every position;
-4. positions whose base asset the account no longer holds (sold by hand, withdrawn) are closed
+5. positions whose base asset the account no longer holds (sold by hand, withdrawn) are closed
    newest first with reason ``reconciled``; a shortfall within one lot step shrinks the position.
 """
 
@@ -29,6 +33,7 @@ from decimal import Decimal
 from aegis.binance.errors import NoSuchOrder
 from aegis.binance.journal import JournalOrder
 from aegis.binance.live_book import EXIT_RECONCILED, close_trade, is_own_client_id
+from aegis.binance.live_guard import ROLE_GUARD
 from aegis.binance.live_ledger import REJECT_NOT_SENT, IntentBook, IntentLedger
 from aegis.binance.rest import BinanceRestClient
 
@@ -85,10 +90,29 @@ async def reconcile(ledger: IntentLedger, rest: BinanceRestClient, reason: str) 
     drift: list[str] = []
     for book in list(ledger.books.values()):
         for order in book.unresolved():
-            outcome = _COUNTED_AS[await resolve_order(ledger, rest, book, order)]
+            outcome = await resolve_order(ledger, rest, book, order)
+            if order.role == ROLE_GUARD and outcome == OUTCOME_OPEN:
+                outcome = OUTCOME_RESOLVED  # a guard found resting is where it should be
+            outcome = _COUNTED_AS[outcome]
             counts[outcome] += 1
             if outcome != OUTCOME_UNKNOWN:
                 drift.append(f"{order.client_order_id}: {outcome} ({order.status} in journal)")
+    listed = {o.client_order_id: o for o in exchange_open}
+    for book in list(ledger.books.values()):
+        guard = book.resting_guard()
+        if guard is None or guard in book.unresolved():
+            continue
+        found = listed.get(guard.client_order_id)
+        if found is not None:
+            if found.executed_quantity != guard.executed_qty:
+                # Triggered and partly sold, still resting: the position holds less now.
+                await ledger.settle(book, guard, found)
+            continue
+        # Not open any more: it filled, or was cancelled or expired, while we looked away.
+        outcome = await resolve_order(ledger, rest, book, guard)
+        if outcome != OUTCOME_OPEN:  # OPEN: placed after the openOrders listing was taken
+            counts[_COUNTED_AS[outcome]] += 1
+            drift.append(f"{guard.client_order_id}: guard {outcome} (resting in journal)")
     journal_ids = {o.client_order_id for b in ledger.books.values() for o in b.orders()}
     foreign = [
         o
@@ -148,20 +172,20 @@ async def _close_unbacked(ledger: IntentLedger, drift: list[str]) -> int:
         market = books[0].market
         bal = ledger.cache.balance(market.base_asset)
         have = bal.free + bal.locked
-        held = sum((b.position.quantity for b in books), Decimal(0))
+        held = sum((b.held() for b in books), Decimal(0))
         # Stable sort, then reversed: among equal entry times the later submission goes first.
         newest_first = sorted(books, key=lambda b: b.position.entry_at_ms)[::-1]
         for book in newest_first:
             pos = book.position
             if held <= have:
                 break
-            if held - have < market.step and held - pos.quantity < have:
+            if held - have < market.step and held - book.held() < have:
                 book.position = replace(pos, quantity=pos.quantity - (held - have))
                 drift.append(f"{book.entry.client_order_id}: resized by {held - have}")
                 break
-            held -= pos.quantity
+            held -= book.held()
             drift.append(
-                f"{book.entry.client_order_id}: {pos.quantity} {market.base_asset} not in the "
+                f"{book.entry.client_order_id}: {book.held()} {market.base_asset} not in the "
                 f"account ({have}); closed as reconciled"
             )
             trade = close_trade(

@@ -12,6 +12,7 @@ The client is created on first use, inside the running loop.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,6 +33,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError)
 _SKIPPED = object()
+
+
+def _raise_if_cancelled(cause: BaseException | None) -> None:
+    """Re-raise a cancellation redis-py lost.
+
+    A task cancelled while a command is in flight may see the command finish normally or fail
+    with a timeout or a lost connection instead of ``CancelledError`` (redis-py 8 shields parts
+    of a command). Carrying on would keep a task that was told to stop (``ClosedBarStore`` at
+    shutdown) running forever.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,7 @@ class HotCache:
         try:
             result = await op(self._client())
         except _REDIS_DOWN as exc:
+            _raise_if_cancelled(exc)
             self._n["redis_failures"] += 1
             self._outage_failures += 1
             self._skip_until = self._clock() + self._retry
@@ -216,6 +231,7 @@ class HotCache:
             )
             self._down = False
             self._outage_failures = 0
+        _raise_if_cancelled(None)
         return result
 
     def _client(self) -> aioredis.Redis:
