@@ -56,6 +56,10 @@ class RingSpec:
         """Consumer indices ``consumer`` reads after."""
         return tuple(self.consumers.index(b) for a, b in self.after if a == consumer)
 
+    def followers(self, consumer: str) -> tuple[int, ...]:
+        """Consumer indices that read after ``consumer`` (its commits wake them)."""
+        return tuple(self.consumers.index(a) for a, b in self.after if b == consumer)
+
 
 @dataclass(frozen=True)
 class ProcessTable:
@@ -140,6 +144,7 @@ class RingBinding:
     dtype: np.dtype
     consumer_index: int | None  # None = this process is the producer
     after: tuple[int, ...] = ()  # consumer indices this consumer reads after
+    wakes: tuple[int, ...] = ()  # consumer indices that read after this one
 
 
 @dataclass(frozen=True)
@@ -171,5 +176,5 @@ def bindings_for(table: ProcessTable, home: Path, process: str) -> tuple[RingBin
             out.append(RingBinding(ring.name, shm, ring.dtype, None))
         if process in ring.consumers:
             out.append(RingBinding(ring.name, shm, ring.dtype, ring.consumers.index(process),
-                                   ring.dependencies(process)))  # fmt: skip
+                                   ring.dependencies(process), ring.followers(process)))  # fmt: skip
     return tuple(out)

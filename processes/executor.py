@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # records per ring batch: bounds one synchronous stretch well under 250 ms
 IDLE_WAIT_S = 0.1  # longest sleep without a wake-up: bounds the reaction to a stop request
-HELD_NAP_S = 0.0005  # bars wait for the brain's commit, which sends no wake-up
 
 
 class LaneTables:
@@ -163,7 +162,8 @@ class ExecutorProcess(KernelProcess):
                 if bar_write is not None:  # its bars stay readable until committed
                     await waiter.wait(IDLE_WAIT_S, (self._intents,), also=bar_write)
                 else:
-                    await waiter.wait(HELD_NAP_S if self._market.held else IDLE_WAIT_S)
+                    # Bars held for the brain: its commit wakes us (``RingBinding.wakes``).
+                    await waiter.wait(IDLE_WAIT_S)
         except PersistAborted:
             log.error("executor stopping with an unwritten batch; it stays in the ring")
         finally:

@@ -64,6 +64,7 @@ from aegis.store.executor_rows import (
     entry_order_row,
     entry_transition_row,
     exit_order_row,
+    position_mark_row,
     position_row,
     refused_record_row,
     trade_row,
@@ -318,12 +319,18 @@ class ExecutorService:
             self._apply(events, now_ms, batch, reports, notes)
         if latest_ms is not None:
             await self._watch_equity(latest_ms, now_ms, batch, reports, notes)
+        # A paper bar only moves a position's mark fields: a position stored before this step
+        # gets a mark, not its whole row again (hundreds of rows per bar with many open).
+        marks = self.venue.records_book
         for pos in ex.open_positions():
             if pos.symbol_id in touched and self.venue.records_positions:
                 self._open[pos.intent_id] = pos
-                batch.positions[pos.intent_id] = position_row(
-                    pos, self.directory.name_of(pos.symbol_id), now_ms
-                )
+                if marks and pos.intent_id not in batch.positions:
+                    batch.marks[pos.intent_id] = position_mark_row(pos, now_ms)
+                else:
+                    batch.positions[pos.intent_id] = position_row(
+                        pos, self.directory.name_of(pos.symbol_id), now_ms
+                    )
         self._checkpoint(CHECKPOINT_BARS_READ)
         await self._write(batch)
         self._checkpoint(CHECKPOINT_BARS_WRITTEN)

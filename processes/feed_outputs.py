@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from aegis.records import BAR_DTYPE
-from aegis.store.bars import BarBatch
 from aegis.store.cache import HotCache, LatestBar
 from aegis.store.market_data import MarketDataWriter
 
@@ -132,12 +131,11 @@ class ClosedBarStore:
             return 0
         bars = self._buffer[:n].copy()
         self._count = 0
-        ids = bars["symbol_id"]
-        for symbol_id in np.unique(ids):
-            mine = bars[ids == symbol_id]
-            symbol = self._symbol_of[int(symbol_id)]
-            self._writer.write(BarBatch(symbol, self.timeframe, mine))
-            self._latest[int(symbol_id)] = mine[-1]
+        # One validation pass for every symbol: per-symbol batches cost ~20 ms of loop time
+        # per flush at 300 symbols, and a flush may coincide with a burst of closes.
+        self._writer.write_symbols(self._symbol_of, self.timeframe, bars)
+        for bar in bars[::-1][np.unique(bars["symbol_id"][::-1], return_index=True)[1]]:
+            self._latest[int(bar["symbol_id"])] = bar  # each symbol's newest bar
         self.stored += n
         return n
 
@@ -147,8 +145,10 @@ class ClosedBarStore:
             self._latest.clear()
             return 0
         latest, self._latest = self._latest, {}
-        for symbol_id, bar in latest.items():
-            await self._cache.put_bar(_latest_bar(self._symbol_of[symbol_id], self.timeframe, bar))
+        await self._cache.put_bars(
+            _latest_bar(self._symbol_of[symbol_id], self.timeframe, bar)
+            for symbol_id, bar in latest.items()
+        )
         self.cached += len(latest)
         return len(latest)
 

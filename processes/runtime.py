@@ -137,6 +137,7 @@ class ProcessContext:
             binding = self.config.binding(ring, producer=False)
             ring_obj = self._ring(binding)
             kwargs.setdefault("after", binding.after)
+            kwargs.setdefault("wakes", binding.wakes)
             self._consumers[ring] = ring_obj.consumer(binding.consumer_index, **kwargs)
         return self._consumers[ring]
 

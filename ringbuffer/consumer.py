@@ -11,11 +11,11 @@ import numpy as np
 
 from .barrier import SequenceBarrier
 from .errors import RingError, RingInUseError
-from .kernels import arm_wake, load_acquire, store_release
+from .kernels import arm_wake, commit_sequence, load_acquire, store_release
 from .layout import CURSOR, consumer_heartbeat_word, consumer_pid_word, consumer_sequence_word
 from .segment import pid_alive
 from .wait import DEFAULT_WAIT, WaitStrategy
-from .wake import WakeListener
+from .wake import WakeListener, WakeSender
 
 if TYPE_CHECKING:
     from .ring import Ring
@@ -41,15 +41,16 @@ class Consumer:
         max_batch: int | None = None,
         after: Sequence[int] = (),
         patience_s: float = 1.0,
+        wakes: Sequence[int] = (),
     ) -> None:
         if not 0 <= index < ring.consumers:
             raise ValueError(f"consumer index {index} outside 0..{ring.consumers - 1}")
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if any(not 0 <= i < ring.consumers for i in after):
-            raise ValueError(
-                f"after={tuple(after)} names a consumer outside 0..{ring.consumers - 1}"
-            )
+        for name, indices in (("after", after), ("wakes", wakes)):
+            if any(not 0 <= i < ring.consumers for i in indices) or index in indices:
+                raise ValueError(f"{name}={tuple(indices)} names itself or a consumer outside "
+                                 f"0..{ring.consumers - 1}")  # fmt: skip
         meta = ring._meta
         pid_word = consumer_pid_word(index)
         holder = int(meta[pid_word])
@@ -73,6 +74,9 @@ class Consumer:
         self._pid_word = pid_word
         self._sequence = load_acquire(self._base, self._sequence_word)
         self._pending = 0
+        # Consumers reading after this one: a commit wakes those asleep (see ``commit``).
+        self._wakes_mask = sum(1 << i for i in set(wakes))
+        self._waker = WakeSender(ring.name, ring.consumers) if wakes else None
         self.beat()
 
     @property
@@ -96,8 +100,8 @@ class Consumer:
     def wait_for(self, timeout: float | None = None) -> np.ndarray:
         """Like ``poll`` but wait per the wait strategy; return an empty view after ``timeout`` s.
 
-        Records held back by an ``after`` dependency are waited for by short naps (the
-        dependency's commit wakes nobody).
+        Records held back by an ``after`` dependency are waited for by short naps (an
+        event loop sleeps on ``wake_fileno`` instead: see ``arm``).
         """
         deadline = None if timeout is None else time.monotonic_ns() + int(timeout * 1e9)
         nap = 0
@@ -137,8 +141,9 @@ class Consumer:
         """Ask the producer for a wake-up on its next publish; True if records are readable now.
 
         Call before sleeping on ``wake_fileno()``; ``disarm()`` after waking (the flag and the
-        queued wake-ups are cleared). Records ``held`` by a dependency are not readable, and
-        the dependency's commit sends no wake-up: nap briefly while ``held``.
+        queued wake-ups are cleared). Records ``held`` by a dependency are not readable; the
+        dependency's commit wakes this consumer when the dependency was created with
+        ``wakes`` naming it (else nap briefly while ``held``).
         """
         barrier = self._barrier
         cursor = arm_wake(self._base, barrier.wake_index, barrier.cursor_index)
@@ -166,7 +171,12 @@ class Consumer:
             raise ValueError(f"cannot commit {count} records of a {self._pending}-record batch")
         self._sequence += count
         self._pending = 0
-        store_release(self._base, self._sequence_word, self._sequence)
+        if self._waker is None:
+            store_release(self._base, self._sequence_word, self._sequence)
+            return
+        sleepers = commit_sequence(self._base, self._sequence_word, self._sequence)
+        if sleepers & self._wakes_mask:
+            self._waker.wake(sleepers & self._wakes_mask)
 
     def beat(self) -> None:
         """Record that this consumer is alive (monotonic ns, read by ``Ring.inspect``)."""
@@ -179,6 +189,9 @@ class Consumer:
         self._barrier.lower_wake_flag()
         self._barrier.close()
         self._barrier = None
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
         self._base = None
         # Shadow the reading methods so a late call fails clearly (free on the hot path).
         self.poll = self.wait_for = self.commit = self.arm = self.disarm = self._closed

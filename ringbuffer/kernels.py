@@ -187,6 +187,19 @@ def try_publish_nb(base, record_address):
     return _sleepers_nb(base, consumers)
 
 
+@njit("int64(int64, int64, int64)", cache=True)
+def commit_nb(base, sequence_index, sequence):
+    """Release a consumer's committed sequence, then return the mask of raised wake flags.
+
+    For pipelines: a consumer that reads after this one may sleep until this commit. It
+    raises its flag, fences, then reads this sequence; here the store comes before the fence
+    and the flag loads, so one of the two always sees the other (the Dekker pattern above).
+    """
+    _store_release(base, sequence_index, sequence)
+    _full_fence()
+    return _sleepers_nb(base, carray(_int64_at(base), LINE_WORDS)[H_CONSUMERS])
+
+
 @njit("UniTuple(int64, 2)(int64, int64, int64, int64)", cache=True)
 def publish_batch_nb(base, records_address, start, count):
     """Publish as many of records ``start..count-1`` (contiguous, at ``records_address``) as fit.
@@ -262,3 +275,4 @@ try_publish = _entry_point(try_publish_nb)
 publish_batch = _entry_point(publish_batch_nb)
 spin_until = _entry_point(spin_until_nb)
 arm_wake = _entry_point(arm_wake_nb)
+commit_sequence = _entry_point(commit_nb)

@@ -169,17 +169,19 @@ class Ring:
         max_batch: int | None = None,
         after: tuple[int, ...] = (),
         patience_s: float = 1.0,
+        wakes: tuple[int, ...] = (),
     ) -> Consumer:
         """Become consumer ``index``, resuming at its committed sequence.
 
         ``after``: consumers that must commit a record before this one reads it (a pipeline;
-        see ``SequenceBarrier`` for the ``patience_s`` bound on that wait); ``wait`` as above.
+        see ``SequenceBarrier`` for the ``patience_s`` bound on that wait); ``wakes``: the
+        consumers reading after this one, woken by its commits; ``wait`` as above.
         """
         from .consumer import Consumer
         from .wait import DEFAULT_WAIT
 
         wait = DEFAULT_WAIT if wait is None else wait
-        consumer = Consumer(self, index, wait, max_batch, after, patience_s)
+        consumer = Consumer(self, index, wait, max_batch, after, patience_s, wakes)
         self._roles.append(consumer)
         return consumer
 

@@ -202,3 +202,20 @@ def test_exposure_book_reports_close_positions_and_move_equity():
     assert book.on_report(99, REPORT_TRADE_CLOSED, 1.0) is None  # unknown id: no change
     book.open(3, 11, 10.0, T0)
     assert book.expire(T0 + 600_000) == 0 and book.expire(T0 + 600_001) == 1
+
+
+def test_exposure_book_looks_up_many_symbols_and_expires_in_decision_time_order():
+    book = ExposureBook(1000.0, horizon_ms=600_000)
+    for intent_id, symbol_id, t in ((1, 7, T0 + 60_000), (2, 300, T0), (3, 7, T0 + 120_000)):
+        book.open(intent_id, symbol_id, 10.0 * intent_id, t)
+    asked = np.array([300, 1, 7, 9_999, 7, 0])
+    assert book.exposure(asked).tolist() == [20.0, 0.0, 40.0, 0.0, 40.0, 0.0]
+    assert book.exposure(np.zeros(0, np.int64)).shape == (0,)
+    assert book.expire(T0 + 600_000) == 0
+    assert book.expire(T0 + 600_001) == 1  # only the oldest (intent 2, opened last but one)
+    assert book.exposure(np.array([300])).tolist() == [0.0]
+    book.on_report(1, REPORT_TRADE_CLOSED, 0.0)  # the next oldest left by a report
+    assert book.expire(T0 + 660_001) == 0 and book.expire(T0 + 720_001) == 1
+    assert book.open_positions == 0
+    book.restore(1000.0, [(9, 5, 1.0, T0 - 600_000)])
+    assert book.expire(T0) == 0 and book.expire(T0 + 1) == 1

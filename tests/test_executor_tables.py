@@ -3,6 +3,7 @@ number of rows per table (one row travels as VALUES parameters, several as unnes
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import asyncpg
@@ -21,6 +22,7 @@ from aegis.store.executor_rows import (
     account_row,
     entry_order_row,
     entry_transition_row,
+    position_mark_row,
     position_row,
     trade_row,
 )
@@ -175,3 +177,52 @@ async def test_tables_a_refused_row_writes_nothing_of_its_step(tables, rows_per_
         assert await rows(tables.database.dsn, f"SELECT * FROM {table}") == [], table
     await tables.write(batch_of(*lives))  # the connection is still usable afterwards
     assert len(await rows(tables.database.dsn, "SELECT * FROM orders")) == rows_per_table
+
+
+@pytest.mark.parametrize("marked", [1, 3])
+async def test_tables_a_mark_moves_only_the_bar_fields_of_a_stored_open_position(tables, marked):
+    ids = [40 + i for i in range(marked)]
+    first = LedgerBatch()
+    for pos_id in ids:
+        first.positions[pos_id] = position_row(position(pos_id), "BTCUSDT", 5)
+    await tables.write(first)
+    later = replace(position(ids[0], T0 + 4 * MIN), peak_high=30_050.0, mark_price=30_040.0)
+    marks = LedgerBatch()
+    for pos_id in ids:
+        marks.marks[pos_id] = position_mark_row(replace(later, intent_id=pos_id), 9)
+    await tables.write(marks)
+    stale = LedgerBatch()  # a replayed older step: must not move the position back
+    for pos_id in ids:
+        stale.marks[pos_id] = position_mark_row(position(pos_id, T0 + MIN), 10)
+    await tables.write(stale)
+    for pos_id in ids:
+        held = await stored(tables, "virtual_positions", "position_id", Decimal(pos_id))
+        restored = PaperPosition.from_record(held["state"])
+        assert repr(restored) == repr(replace(later, intent_id=pos_id))  # the rest kept
+        assert held["updated_at_ms"] == 9 and held["status"] == "open"
+
+
+async def test_tables_a_mark_never_reopens_or_changes_a_closed_position(tables):
+    life = step_rows(50)
+    opened = LedgerBatch()
+    opened.positions[50] = life["position"]
+    await tables.write(opened)
+    pos = position(50)
+    trade, _ = close_position(pos, EXIT_TIME, EXIT_REASONS[EXIT_TIME], 30_100.7, T0 + 2 * MIN, 2)
+    closed = LedgerBatch()
+    closed.positions[50] = position_row(pos, "BTCUSDT", 8, closed=trade)
+    await tables.write(closed)
+    late = LedgerBatch()
+    late.marks[50] = position_mark_row(position(50, T0 + 9 * MIN), 11)
+    await tables.write(late)
+    held = await stored(tables, "virtual_positions", "position_id", Decimal(50))
+    assert held["status"] == "closed" and held["updated_at_ms"] == 8
+    assert held["state"]["last_bar_ms"] == T0
+
+
+async def test_tables_a_position_both_marked_and_written_in_one_step_is_refused(tables):
+    batch = LedgerBatch()
+    batch.positions[60] = position_row(position(60), "BTCUSDT", 5)
+    batch.marks[60] = position_mark_row(position(60), 5)
+    with pytest.raises(ValueError, match="either marked or written"):
+        await tables.write(batch)

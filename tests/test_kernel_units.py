@@ -211,6 +211,16 @@ def test_topology_default_table_binds_each_process_to_its_rings(tmp_path):
     assert executor == {"market": 1, "intents": 0, "reports": None}
 
 
+def test_topology_executor_reads_market_after_the_brain_whose_commits_wake_it(tmp_path):
+    def market(process):
+        (binding,) = [b for b in bindings_for(DEFAULT_TABLE, tmp_path, process)
+                      if b.ring == "market"]  # fmt: skip
+        return binding.after, binding.wakes
+
+    assert market("brain") == ((), (1,))
+    assert market("executor") == ((0,), ())
+
+
 def test_topology_names_are_unique_per_home(tmp_path):
     assert control_name(tmp_path / "a") != control_name(tmp_path / "b")
     assert ring_shm_name(tmp_path, "market") != ring_shm_name(tmp_path / "x", "market")

@@ -128,3 +128,44 @@ def test_held_records_are_not_ready_to_arm_and_say_so(ring_name):
         first.commit()
         assert not second.held and second.arm() is True
         second.disarm()
+
+
+def test_a_held_consumer_asleep_is_woken_by_the_commit_it_waits_for(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=2) as ring:
+        producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
+        second = ring.consumer(1, after=(0,), patience_s=60.0)
+        fd = second.wake_fileno()
+        _publish(producer, 2)
+        assert second.arm() is False  # held by the first: sleeps
+        second.disarm()
+        assert first.arm() is True
+        first.disarm()
+        assert second.arm() is False
+        first.poll()
+        first.commit(1)
+        assert select.select([fd], [], [], 1.0)[0] == [fd]  # the commit, not a publish, woke it
+        second.disarm()
+        assert second.poll()["seq"].tolist() == [0]
+
+
+def test_a_commit_wakes_only_the_consumers_reading_after_it(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=3) as ring:
+        producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
+        follower = ring.consumer(1, after=(0,), patience_s=60.0)
+        other = ring.consumer(2)
+        _publish(producer, 1)
+        other.poll()
+        other.commit()
+        assert follower.arm() is False and other.arm() is False  # both asleep
+        first.poll()
+        first.commit()
+        assert select.select([follower.wake_fileno()], [], [], 1.0)[0]
+        assert select.select([other.wake_fileno()], [], [], 0.05)[0] == []
+
+
+def test_a_consumer_cannot_wake_itself_or_a_consumer_the_ring_lacks(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=2) as ring:
+        with pytest.raises(ValueError, match=r"wakes.*itself"):
+            ring.consumer(0, wakes=(0,))
+        with pytest.raises(ValueError, match=r"wakes.*outside"):
+            ring.consumer(0, wakes=(2,))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aegis.records import BAR_DTYPE
-from aegis.store.bars import BarBatch, RejectReason, validate_bars
+from aegis.store.bars import BarBatch, RejectReason, validate_bars, validate_symbol_bars
 
 T0 = 1_679_000_040_000  # 2023-03-16T20:54Z, a whole minute
 NOW = T0 + 86_400_000
@@ -144,3 +144,39 @@ def test_bar_batch_from_rows_string_where_number_belongs_is_rejected_by_position
 def test_bar_batch_wrong_dtype_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="BAR_DTYPE"):
         BarBatch("BTCUSDT", "1m", np.zeros(3))
+
+
+def test_validate_symbol_bars_matches_validating_each_symbol_alone() -> None:
+    names = {1: "BTCUSDT", 2: "ETHUSDT", 3: "SOLUSDT"}
+    bars = np.concatenate([_bars(4), _bars(4), _bars(4)])
+    bars["symbol_id"] = np.repeat([1, 2, 3], 4)
+    bars["close"] += np.arange(12)  # every row distinct
+    bars["high"] = np.maximum(bars["high"], bars["close"])
+    bars[1]["low"] = 102.0  # BTC: low above the body
+    bars[6]["open_time_ms"] = bars[5]["open_time_ms"]  # ETH: a repeat of its own bar
+    bars[9]["open"] = math.nan  # SOL: non-finite price
+    mixed = np.concatenate([bars[::2], bars[1::2]])  # symbols interleaved, times out of order
+    result = validate_symbol_bars(names, "1m", mixed, now_ms=NOW)
+    alone = {sid: validate_bars(BarBatch(name, "1m", mixed[mixed["symbol_id"] == sid]),
+                                now_ms=NOW) for sid, name in names.items()}  # fmt: skip
+    assert sorted(result.rows) == sorted(r for v in alone.values() for r in v.rows)
+    assert sorted(r.reason for r in result.rejections) == sorted(
+        r.reason for v in alone.values() for r in v.rejections
+    )
+    assert len(result.rows) == 9 and {r.message.split()[0] for r in result.rejections} == {
+        "BTCUSDT", "ETHUSDT", "SOLUSDT"}  # fmt: skip
+    # Rejections name the row of the caller's array.
+    assert all(mixed[r.index]["symbol_id"] in names for r in result.rejections)
+
+
+def test_validate_symbol_bars_rejects_rows_of_unknown_or_malformed_symbols() -> None:
+    bars = _bars(3)
+    bars["symbol_id"] = [1, 2, 3]
+    result = validate_symbol_bars({1: "BTCUSDT", 3: "btc/usdt"}, "1m", bars, now_ms=NOW)
+    assert [r[0] for r in result.rows] == ["BTCUSDT"]
+    assert [(r.index, r.reason) for r in result.rejections] == [
+        (1, RejectReason.BAD_SYMBOL), (2, RejectReason.BAD_SYMBOL)]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown timeframe"):
+        validate_symbol_bars({1: "BTCUSDT"}, "7m", bars, now_ms=NOW)
+    with pytest.raises(TypeError, match="BAR_DTYPE"):
+        validate_symbol_bars({1: "BTCUSDT"}, "1m", np.zeros(2), now_ms=NOW)

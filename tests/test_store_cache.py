@@ -175,3 +175,21 @@ async def test_hot_cache_writer_task_cancelled_mid_command_always_stops(
     assert still_running == 0
     await cache.close()
     await cache.database.close()
+
+
+async def test_hot_cache_put_bars_sends_many_in_one_round_trip_and_skips_older_ones(
+    pg_migrated_dsn: str, redis_url: str, redis_prefix: str
+) -> None:
+    cache = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)
+    newer = LatestBar("AUSDT", "1m", T0 + 60_000, 2.0, 2.0, 2.0, 2.0, 1.0)
+    await cache.put_bar(newer)
+    bars = [LatestBar(f"S{i}USDT", "1m", T0, 1.0, 1.0, 1.0, float(i), 1.0) for i in range(50)]
+    older = LatestBar("AUSDT", "1m", T0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    assert await cache.put_bars([*bars, older]) == 50
+    other = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)  # empty L1
+    assert await other.latest_bar("S49USDT", "1m") == bars[49]
+    assert await other.latest_bar("AUSDT", "1m") == newer
+    assert (other.stats.l2_hits, other.stats.l3_hits) == (2, 0)
+    for c in (cache, other):
+        await c.close()
+        await c.database.close()

@@ -287,6 +287,8 @@ class BrainCore:
         """Decide each decision time of one closing minute; queue every candidate for labels."""
         intents, signals = [], []
         for g in group_by_decision_time(rtime):
+            if not is_cand[g].any():
+                continue  # nothing to decide, size or label (most groups: a hot path)
             g = g[np.argsort(ids[g], kind="stable")]  # arrival order never changes a decision
             rows = DecisionRows(ids[g], rtime[g], recv[g], feats[g], is_cand[g], conf[g])
             d = decide(rows, model, self.book.equity, self.book.open_positions,

@@ -17,6 +17,8 @@ import numpy as np
 
 from aegis.records import REPORT_INTENT_REJECTED, REPORT_TRADE_CLOSED
 
+_NEVER = np.iinfo(np.int64).max  # no open position
+
 
 @dataclass(frozen=True)
 class OpenExposure:
@@ -35,6 +37,8 @@ class ExposureBook:
         self.horizon_ms = int(horizon_ms)
         self._open: dict[int, OpenExposure] = {}
         self._by_symbol: dict[int, float] = {}
+        # A lower bound of the open decision times (closing a position may leave it low).
+        self._oldest_ms = _NEVER
         self.expired = 0
 
     @property
@@ -47,10 +51,17 @@ class ExposureBook:
 
     def exposure(self, symbol_id: np.ndarray) -> np.ndarray:
         """Quote notional open per listed symbol."""
-        ids = np.asarray(symbol_id)
+        ids = np.asarray(symbol_id, dtype=np.int64)
         out = np.zeros(ids.shape, np.float64)
-        for s, value in self._by_symbol.items():  # a handful of open symbols, many candidates
-            out[ids == s] = value
+        if not self._by_symbol or not ids.size:
+            return out
+        held = np.fromiter(self._by_symbol, np.int64, len(self._by_symbol))
+        value = np.fromiter(self._by_symbol.values(), np.float64, len(self._by_symbol))
+        order = np.argsort(held)
+        held, value = held[order], value[order]
+        at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
+        hit = held[at] == ids
+        out[hit] = value[at[hit]]
         return out
 
     def open(self, intent_id: int, symbol_id: int, notional: float, decision_time_ms: int) -> None:
@@ -58,6 +69,7 @@ class ExposureBook:
         if intent_id in self._open:
             return
         self._open[intent_id] = OpenExposure(symbol_id, float(notional), int(decision_time_ms))
+        self._oldest_ms = min(self._oldest_ms, int(decision_time_ms))
         self._by_symbol[symbol_id] = self._by_symbol.get(symbol_id, 0.0) + float(notional)
 
     def open_intents(self, intents: np.ndarray) -> None:
@@ -86,9 +98,12 @@ class ExposureBook:
 
     def expire(self, now_ms: int) -> int:
         """Forget positions older than the horizon at market time ``now_ms``; return how many."""
+        if now_ms - self._oldest_ms <= self.horizon_ms:
+            return 0  # nothing can be that old yet (called on every batch: skip the scan)
         old = [i for i, p in self._open.items() if now_ms - p.decision_time_ms > self.horizon_ms]
         for i in old:
             self._close(i)
+        self._oldest_ms = min((p.decision_time_ms for p in self._open.values()), default=_NEVER)
         self.expired += len(old)
         return len(old)
 
@@ -97,5 +112,6 @@ class ExposureBook:
         self.equity = float(equity)
         self._open.clear()
         self._by_symbol.clear()
+        self._oldest_ms = _NEVER
         for intent_id, symbol_id, notional, t in positions:
             self.open(intent_id, symbol_id, notional, t)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -150,6 +150,27 @@ class HotCache:
         if cached is not None and cached[1].open_time_ms > bar.open_time_ms:
             return
         await self._fill(key, bar)
+
+    async def put_bars(self, bars: Iterable[LatestBar]) -> int:
+        """``put_bar`` for many bars in one Redis round trip (a pipeline); return how many
+        were newer than L1 and sent."""
+        fresh = []
+        for bar in bars:
+            key = f"{self._prefix}bar:{bar.symbol}:{bar.timeframe}"
+            cached = self._l1.get(key)
+            if cached is None or cached[1].open_time_ms <= bar.open_time_ms:
+                self._l1[key] = (self._clock() + self._l1_ttl, bar)
+                fresh.append((key, _dumps(asdict(bar))))
+        if fresh:
+
+            async def send(r: aioredis.Redis) -> None:
+                async with r.pipeline(transaction=False) as pipe:
+                    for key, payload in fresh:
+                        pipe.set(key, payload, ex=self._ttl)
+                    await pipe.execute()
+
+            await self._redis_op(send)
+        return len(fresh)
 
     # -- account state
     async def account_state(self, account: str) -> AccountSnapshot | None:

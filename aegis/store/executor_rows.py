@@ -88,6 +88,16 @@ def position_state(pos: PaperPosition) -> dict[str, Any]:
     return state
 
 
+# What a processed bar changes in an open paper position (``PaperExchange._step``).
+MARK_FIELDS = ("peak_high", "bars_held", "last_bar_ms", "mark_price")
+
+
+def position_mark_row(pos: PaperPosition, now_ms: int) -> tuple:
+    """The per-bar update of a stored open position: only what a bar changes, merged into its
+    ``state`` (``virtual_positions`` keeps the rest from the row written at the entry)."""
+    return (pos.intent_id, {name: getattr(pos, name) for name in MARK_FIELDS}, now_ms)
+
+
 def entry_order_row(
     intent: PaperIntent, symbol: str, mode: str, status: str, reason: str, now_ms: int
 ) -> tuple:
@@ -198,8 +208,12 @@ class LedgerBatch:
 
     orders: list[tuple] = field(default_factory=list)
     positions: dict[int, tuple] = field(default_factory=dict)  # newest row per position
+    # Per-bar updates of positions stored earlier (``position_mark_row``); never also in
+    # ``positions`` (a statement must not touch one row twice).
+    marks: dict[int, tuple] = field(default_factory=dict)
     trades: list[tuple] = field(default_factory=list)
     accounts: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.orders) + len(self.positions) + len(self.trades) + len(self.accounts)
+        return (len(self.orders) + len(self.positions) + len(self.marks) + len(self.trades)
+                + len(self.accounts))  # fmt: skip

@@ -130,15 +130,36 @@ def _unnest_cte(alias: str, table: str, columns, conflict: str, first: int) -> s
     )
 
 
+_MARKS = (("position_id", "numeric"), ("mark", "jsonb"), ("updated_at_ms", "bigint"))
+
+
+def _marks_cte(alias: str, form: int, first: int) -> str:
+    # Merges the mark into the stored state; an older mark (a replayed step) and a position
+    # closed meanwhile are left alone, as the full-row upsert does.
+    if form == _ONE:
+        source = f"(VALUES (${first}::numeric, ${first + 1}::jsonb, ${first + 2}::bigint))"
+    else:
+        source = f"unnest(${first}::numeric[], ${first + 1}::text[], ${first + 2}::bigint[])"
+    return (
+        f"{alias} AS (UPDATE virtual_positions v SET state = v.state || m.mark::jsonb,"
+        f" updated_at_ms = m.updated_at_ms FROM {source} AS m(position_id, mark, updated_at_ms)"
+        f" WHERE v.position_id = m.position_id AND v.status = 'open'"
+        f" AND (m.mark::jsonb->>'last_bar_ms')::bigint >= (v.state->>'last_bar_ms')::bigint)"
+    )
+
+
 def _statement(shape: tuple[int, ...]) -> str:
-    """The one statement writing a step whose tables hold ``shape`` (_ABSENT/_ONE/_MANY) rows."""
+    """The one statement writing a step whose tables hold ``shape`` (_ABSENT/_ONE/_MANY) rows
+    (the four tables, then the position marks)."""
     parts, first = [], 1
-    for i, ((table, columns, conflict), form) in enumerate(zip(_TABLES, shape, strict=True)):
+    for i, ((table, columns, conflict), form) in enumerate(zip(_TABLES, shape, strict=False)):
         if form == _ABSENT:
             continue
         build = _values_cte if form == _ONE else _unnest_cte
         parts.append(build(f"w{i}", table, columns, conflict, first))
         first += len(columns)
+    if shape[len(_TABLES)] != _ABSENT:
+        parts.append(_marks_cte("wm", shape[len(_TABLES)], first))
     return "WITH " + ", ".join(parts) + " SELECT 1"
 
 
@@ -225,7 +246,10 @@ class ExecutorTables:
 
     async def write(self, batch: LedgerBatch) -> None:
         """Write every row of ``batch`` atomically; returns once PostgreSQL committed it."""
-        groups = (batch.orders, list(batch.positions.values()), batch.trades, batch.accounts)
+        if batch.marks.keys() & batch.positions.keys():
+            raise ValueError("a position is either marked or written in full in one step")
+        groups = (batch.orders, list(batch.positions.values()), batch.trades, batch.accounts,
+                  list(batch.marks.values()))  # fmt: skip
         shape = tuple(_ABSENT if not g else _ONE if len(g) == 1 else _MANY for g in groups)
         if not any(shape):
             return
@@ -233,7 +257,7 @@ class ExecutorTables:
         if sql is None:
             sql = self._statements[shape] = _statement(shape)
         args: list = []
-        for (_, columns, _), rows in zip(_TABLES, groups, strict=True):
+        for columns, rows in zip((*(t[1] for t in _TABLES), _MARKS), groups, strict=True):
             if rows:
                 args.extend(_parameters(columns, rows))
         conn = await self._connection()

@@ -10,10 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aegis.store.bars import BarBatch, BarRejection, RejectReason, validate_bars
+import numpy as np
+
+from aegis.store.bars import (
+    BarBatch,
+    BarRejection,
+    RejectReason,
+    validate_bars,
+    validate_symbol_bars,
+)
 from aegis.store.durable import DurableWriter
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,23 @@ class MarketDataWriter:
         checked = validate_bars(batch, now_ms=now_ms)
         if checked.rows:
             self._writer.submit("market_data", checked.rows)
-        return self._account(batch, len(checked.rows), checked.rejections)
+        return self._account(f"{batch.symbol} {batch.timeframe}", len(checked.rows),
+                             checked.rejections)  # fmt: skip
+
+    def write_symbols(
+        self,
+        symbol_of: Mapping[int, str],
+        timeframe: str,
+        bars: np.ndarray,
+        *,
+        now_ms: int | None = None,
+    ) -> BarWriteResult:
+        """Like ``write`` for bars of many symbols, named by ``symbol_of[bar["symbol_id"]]``."""
+        checked = validate_symbol_bars(symbol_of, timeframe, bars, now_ms=now_ms)
+        if checked.rows:
+            self._writer.submit("market_data", checked.rows)
+        return self._account(f"{timeframe} ({len(bars)} bars of many symbols)", len(checked.rows),
+                             checked.rejections)  # fmt: skip
 
     def write_rows(
         self,
@@ -63,10 +87,10 @@ class MarketDataWriter:
         if checked.rows:
             self._writer.submit("market_data", checked.rows)
         rejections = tuple(sorted(not_numbers + checked.rejections, key=lambda r: r.index))
-        return self._account(batch, len(checked.rows), rejections)
+        return self._account(f"{batch.symbol} {batch.timeframe}", len(checked.rows), rejections)
 
     def _account(
-        self, batch: BarBatch, accepted: int, rejections: tuple[BarRejection, ...]
+        self, label: str, accepted: int, rejections: tuple[BarRejection, ...]
     ) -> BarWriteResult:
         result = BarWriteResult(accepted, rejections)
         self.accepted += accepted
@@ -75,9 +99,8 @@ class MarketDataWriter:
             self.rejected.update(counts)
             summary = ", ".join(f"{k.value}={v}" for k, v in sorted(counts.items()))
             log.warning(
-                "market_data %s %s: rejected %d of %d bars (%s); first: %s",
-                batch.symbol,
-                batch.timeframe,
+                "market_data %s: rejected %d of %d bars (%s); first: %s",
+                label,
                 len(rejections),
                 accepted + len(rejections),
                 summary,
