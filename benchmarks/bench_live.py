@@ -58,7 +58,9 @@ async def _submit_series(sim, journal, home: Path, first_id: int) -> dict:
         ) as rest:  # fmt: skip
             info = await rest.exchange_info(["BTCUSDT"])
             market = LiveMarket.from_symbol_info(info["symbols"][0])
-            ex = LiveExchange(rest, journal, {0: market}, LiveConfig(unknown_grace_s=0.1, crash_guard=None))
+            ex = LiveExchange(
+                rest, journal, {0: market}, LiveConfig(unknown_grace_s=0.1, crash_guard=None)
+            )
             await ex.start()
             price = float(await rest.avg_price("BTCUSDT"))
             await ex.on_bar(0, DAY2 - 60_000, price, price, price, price)

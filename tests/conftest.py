@@ -72,6 +72,16 @@ def pg_admin_dsn() -> Iterator[str]:
             server.stop()
 
 
+@pytest.fixture(scope="module")
+def module_dsn(pg_admin_dsn: str) -> Iterator[str]:
+    """A migrated database of its own for one test module, dropped after it."""
+    from executor_support import create_migrated_database, drop_database
+
+    dsn = create_migrated_database(pg_admin_dsn)
+    yield dsn
+    drop_database(pg_admin_dsn, dsn)
+
+
 def _admin(admin_dsn: str, sql: str) -> None:
     import asyncio
 

@@ -21,8 +21,6 @@ from executor_support import (
     Worker,
     bars,
     consumed,
-    create_migrated_database,
-    drop_database,
     empty_executor_tables,
     executor_rings,
     intent_record,
@@ -35,13 +33,6 @@ from sim_support import DAY2, KEY, SECRET, quick_config
 from aegis.binance.sim.server import BinanceSimulator
 from aegis.config import ConfigError, Settings
 from aegis.processes.executor_symbols import load_symbol_directory
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn):
-    dsn = create_migrated_database(pg_admin_dsn)
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture

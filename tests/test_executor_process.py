@@ -16,9 +16,7 @@ from executor_support import (
     Worker,
     bars,
     consumed,
-    create_migrated_database,
     directory,
-    drop_database,
     empty_executor_tables,
     executor_rings,
     intent_record,
@@ -35,13 +33,6 @@ from aegis.records import REPORT_TRADE_CLOSED
 def rings():
     with executor_rings() as made:
         yield made
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn):
-    dsn = create_migrated_database(pg_admin_dsn)
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture

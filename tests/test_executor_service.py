@@ -14,9 +14,7 @@ from executor_support import (
     ETH,
     MIN,
     bars,
-    create_migrated_database,
     directory,
-    drop_database,
     empty_executor_tables,
     intent_record,
     rows,
@@ -33,13 +31,6 @@ from aegis.ringbuffer import Ring
 from aegis.store.database import Database
 from aegis.store.executor_rows import LedgerRecordError
 from aegis.store.executor_tables import ExecutorTables
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn):
-    dsn = create_migrated_database(pg_admin_dsn)
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture

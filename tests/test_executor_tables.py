@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import asyncpg
 import pytest
-from executor_support import create_migrated_database, drop_database, empty_executor_tables, rows
+from executor_support import empty_executor_tables, rows
 
 from aegis.paper.exits import EXIT_REASONS, EXIT_TIME
 from aegis.paper.intents import PaperIntent
@@ -33,13 +33,6 @@ MIN = 60_000
 # Non-finite values must survive both forms: float8 columns keep them, JSON keeps them as text.
 FEATURES = (0.5, float("nan"), float("inf"), float("-inf"), -1.25, 0.0, 1e-300, 3.0, 4.0, 5.0,
             6.0, 0.1)  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_admin_dsn):
-    dsn = create_migrated_database(pg_admin_dsn)
-    yield dsn
-    drop_database(pg_admin_dsn, dsn)
 
 
 @pytest.fixture
