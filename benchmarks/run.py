@@ -23,7 +23,12 @@ RESULTS = HERE / "results"
 
 
 def areas() -> list[str]:
-    return sorted(p.stem.removeprefix("bench_") for p in HERE.glob("bench_*.py"))
+    """Modules ``bench_<area>.py`` with a ``run()`` (others are legs that an area imports)."""
+    return sorted(
+        p.stem.removeprefix("bench_")
+        for p in HERE.glob("bench_*.py")
+        if "\ndef run() -> dict:" in p.read_text()
+    )
 
 
 def noise(samples: int = 30) -> dict:

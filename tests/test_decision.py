@@ -219,3 +219,12 @@ def test_exposure_book_looks_up_many_symbols_and_expires_in_decision_time_order(
     assert book.open_positions == 0
     book.restore(1000.0, [(9, 5, 1.0, T0 - 600_000)])
     assert book.expire(T0) == 0 and book.expire(T0 + 1) == 1
+
+
+def test_exposure_book_with_many_open_symbols_answers_like_with_few():
+    book = ExposureBook(1e6, horizon_ms=600_000)
+    held = {sid: float(sid) * 1.5 for sid in range(3, 300, 7)}  # 43 symbols: the sorted lookup
+    for intent_id, (sid, notional) in enumerate(held.items(), start=1):
+        book.open(intent_id, sid, notional, T0)
+    asked = np.arange(0, 320)
+    assert book.exposure(asked).tolist() == [held.get(int(s), 0.0) for s in asked]

@@ -18,6 +18,7 @@ import numpy as np
 from aegis.records import REPORT_INTENT_REJECTED, REPORT_TRADE_CLOSED
 
 _NEVER = np.iinfo(np.int64).max  # no open position
+_FEW = 16  # open symbols below which a loop of comparisons beats a sorted lookup
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,11 @@ class ExposureBook:
         out = np.zeros(ids.shape, np.float64)
         if not self._by_symbol or not ids.size:
             return out
+        if len(self._by_symbol) <= _FEW:
+            for s, value in self._by_symbol.items():
+                out[ids == s] = value
+            return out
+        # Many open symbols (hundreds with a large universe): one sorted lookup.
         held = np.fromiter(self._by_symbol, np.int64, len(self._by_symbol))
         value = np.fromiter(self._by_symbol.values(), np.float64, len(self._by_symbol))
         order = np.argsort(held)
