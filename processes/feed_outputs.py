@@ -5,9 +5,10 @@
 queue in order in a backlog that a task drains as room appears, so a slow consumer never stalls
 the WebSocket reading (Binance drops a slow reader) and never loses or reorders a bar.
 
-``ClosedBarStore`` buffers closed records and, every ``flush_every_s``, hands them per symbol to
+``ClosedBarStore`` buffers closed records and, every ``flush_every_s``, hands them all at once to
 ``MarketDataWriter`` (validated, batched ``COPY`` + ``ON CONFLICT DO NOTHING``, spilled to disk
-while PostgreSQL is down) and puts each symbol's newest bar in the ``HotCache`` (Redis, 1 h TTL).
+while PostgreSQL is down) and puts each symbol's newest bar in the ``HotCache`` (Redis, 1 h TTL,
+one pipelined round trip).
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ class ClosedBarStore:
         # per flush at 300 symbols, and a flush may coincide with a burst of closes.
         self._writer.write_symbols(self._symbol_of, self.timeframe, bars)
         for bar in bars[::-1][np.unique(bars["symbol_id"][::-1], return_index=True)[1]]:
-            self._latest[int(bar["symbol_id"])] = bar  # each symbol's newest bar
+            if int(bar["symbol_id"]) in self._symbol_of:  # the writer rejected the others
+                self._latest[int(bar["symbol_id"])] = bar  # each symbol's newest bar
         self.stored += n
         return n
 

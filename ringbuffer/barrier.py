@@ -22,7 +22,9 @@ class SequenceBarrier:
     A trading pipeline must not let one stage's outage freeze the next, so the dependency is
     bounded: a consumer slot nobody holds does not gate, and when gated records have waited
     ``patience_s`` without any listed consumer advancing, ``limit`` gives the cursor anyway
-    (``bypasses`` counts such episodes) until one of them moves again.
+    (``bypasses`` counts such episodes) until one of them moves again. A listed consumer made
+    with ``wakes`` naming this one wakes it on commit, so a gated consumer can sleep instead
+    of polling.
     """
 
     __slots__ = (

@@ -12,7 +12,13 @@ import numpy as np
 from .barrier import SequenceBarrier
 from .errors import RingError, RingInUseError
 from .kernels import arm_wake, commit_sequence, load_acquire, store_release
-from .layout import CURSOR, consumer_heartbeat_word, consumer_pid_word, consumer_sequence_word
+from .layout import (
+    CURSOR,
+    consumer_heartbeat_word,
+    consumer_pid_word,
+    consumer_sequence_word,
+    consumer_wake_word,
+)
 from .segment import pid_alive
 from .wait import DEFAULT_WAIT, WaitStrategy
 from .wake import WakeListener, WakeSender
@@ -176,7 +182,13 @@ class Consumer:
             return
         sleepers = commit_sequence(self._base, self._sequence_word, self._sequence)
         if sleepers & self._wakes_mask:
-            self._waker.wake(sleepers & self._wakes_mask)
+            gone = self._waker.wake(sleepers & self._wakes_mask)
+            index = 0
+            while gone:  # died asleep: stop paying a system call per commit for it
+                if gone & 1:
+                    self._meta[consumer_wake_word(index)] = 0
+                gone >>= 1
+                index += 1
 
     def beat(self) -> None:
         """Record that this consumer is alive (monotonic ns, read by ``Ring.inspect``)."""

@@ -11,6 +11,7 @@ import pytest
 from ringbuffer_workers import SEQ_DTYPE
 
 from aegis.ringbuffer import BusySpinWait, Ring, RingError
+from aegis.ringbuffer.layout import consumer_wake_word
 
 
 @pytest.fixture
@@ -169,3 +170,15 @@ def test_a_consumer_cannot_wake_itself_or_a_consumer_the_ring_lacks(ring_name):
             ring.consumer(0, wakes=(0,))
         with pytest.raises(ValueError, match=r"wakes.*outside"):
             ring.consumer(0, wakes=(2,))
+
+
+def test_a_follower_that_died_asleep_is_no_longer_woken(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=2) as ring:
+        producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
+        follower = ring.consumer(1, after=(0,), patience_s=60.0)
+        _publish(producer, 1)
+        assert follower.arm() is False
+        follower._barrier.listener.close()  # its socket is gone, its flag still up (SIGKILL)
+        first.poll()
+        first.commit()
+        assert ring._meta[consumer_wake_word(1)] == 0
