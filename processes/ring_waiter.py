@@ -56,9 +56,8 @@ class RingWaiter:
                 self._woken = None
                 woken.cancel()
         else:
-            await asyncio.sleep(
-                0
-            )  # a caller that cannot take what is ready must not starve the loop
+            # A caller that cannot take what is ready yet must not starve the loop.
+            await asyncio.sleep(0)
         for consumer in watched:
             consumer.disarm()
         return ready

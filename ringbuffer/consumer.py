@@ -17,7 +17,6 @@ from .layout import (
     consumer_heartbeat_word,
     consumer_pid_word,
     consumer_sequence_word,
-    consumer_wake_word,
 )
 from .segment import pid_alive
 from .wait import DEFAULT_WAIT, WaitStrategy
@@ -82,7 +81,7 @@ class Consumer:
         self._pending = 0
         # Consumers reading after this one: a commit wakes those asleep (see ``commit``).
         self._wakes_mask = sum(1 << i for i in set(wakes))
-        self._waker = WakeSender(ring.name, ring.consumers) if wakes else None
+        self._waker = WakeSender(ring.name, ring.consumers, meta) if wakes else None
         self.beat()
 
     @property
@@ -182,13 +181,7 @@ class Consumer:
             return
         sleepers = commit_sequence(self._base, self._sequence_word, self._sequence)
         if sleepers & self._wakes_mask:
-            gone = self._waker.wake(sleepers & self._wakes_mask)
-            index = 0
-            while gone:  # died asleep: stop paying a system call per commit for it
-                if gone & 1:
-                    self._meta[consumer_wake_word(index)] = 0
-                gone >>= 1
-                index += 1
+            self._waker.wake(sleepers & self._wakes_mask)
 
     def beat(self) -> None:
         """Record that this consumer is alive (monotonic ns, read by ``Ring.inspect``)."""

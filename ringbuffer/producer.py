@@ -10,7 +10,7 @@ import numpy as np
 
 from .errors import RingError, RingFull, RingInUseError
 from .kernels import publish_batch, try_publish
-from .layout import CURSOR, H_STALLS, PRODUCER_PID, consumer_wake_word
+from .layout import CURSOR, H_STALLS, PRODUCER_PID
 from .segment import pid_alive
 from .wait import DEFAULT_WAIT, WaitStrategy
 from .wake import WakeSender
@@ -43,7 +43,7 @@ class Producer:
         self._wait = wait
         self.slot = np.zeros(1, dtype=ring.dtype)
         self._slot_address = self.slot.ctypes.data
-        self._waker = WakeSender(ring.name, ring.consumers)
+        self._waker = WakeSender(ring.name, ring.consumers, ring._meta)
 
     @property
     def cursor(self) -> int:
@@ -155,11 +155,4 @@ class Producer:
             self.slot[0] = record
 
     def _wake(self, sleepers: int) -> None:
-        gone = self._waker.wake(sleepers)
-        index = 0
-        while gone:
-            if gone & 1:
-                # That consumer died asleep: stop paying a syscall per publish for it.
-                self._meta[consumer_wake_word(index)] = 0
-            gone >>= 1
-            index += 1
+        self._waker.wake(sleepers)

@@ -15,6 +15,10 @@ from __future__ import annotations
 import select
 import socket
 
+import numpy as np
+
+from .layout import consumer_wake_word
+
 
 def wake_address(ring_name: str, index: int) -> bytes:
     """Return the abstract socket address of consumer ``index`` of ring ``ring_name``."""
@@ -59,15 +63,20 @@ class WakeListener:
 
 
 class WakeSender:
-    """The producer's end: one unbound datagram socket and the address of every consumer."""
+    """The waking end (a producer, or a consumer that others read after): one unbound datagram
+    socket, the address of every consumer, and the ring's meta words holding their wake flags."""
 
-    def __init__(self, ring_name: str, consumers: int) -> None:
+    def __init__(self, ring_name: str, consumers: int, meta: np.ndarray) -> None:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
         self._addresses = [wake_address(ring_name, i) for i in range(consumers)]
+        self._meta = meta
 
     def wake(self, mask: int) -> int:
-        """Send a wake-up to every consumer in ``mask``; return the mask of those not listening."""
+        """Send a wake-up to every consumer in ``mask``; return the mask of those not listening.
+
+        A consumer that died asleep has its flag lowered here, so nobody pays a system call per
+        publish or commit for it again."""
         gone = 0
         index = 0
         while mask:
@@ -78,6 +87,7 @@ class WakeSender:
                     pass  # its queue is full of wake-ups already: it will wake
                 except (ConnectionRefusedError, FileNotFoundError):
                     gone |= 1 << index
+                    self._meta[consumer_wake_word(index)] = 0
             mask >>= 1
             index += 1
         return gone

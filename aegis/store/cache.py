@@ -145,11 +145,7 @@ class HotCache:
 
     async def put_bar(self, bar: LatestBar) -> None:
         """Publish ``bar`` to L1 and L2 unless an equal or newer bar is already in L1."""
-        key = f"{self._prefix}bar:{bar.symbol}:{bar.timeframe}"
-        cached = self._l1.get(key)
-        if cached is not None and cached[1].open_time_ms > bar.open_time_ms:
-            return
-        await self._fill(key, bar)
+        await self.put_bars((bar,))
 
     async def put_bars(self, bars: Iterable[LatestBar]) -> int:
         """``put_bar`` for many bars in one Redis round trip (a pipeline); return how many
