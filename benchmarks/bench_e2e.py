@@ -357,8 +357,8 @@ def run() -> dict:
     with_spares = sum(rss.values())
     result = {
         "symbols": SYMBOLS,
-        "latency": {k: v for k, v in lat.items() if not k.startswith(("memory", "rss"))},
-        "throughput": {k: v for k, v in thr.items() if not k.startswith(("memory", "rss"))},
+        "latency": {k: v for k, v in lat.items() if not k.startswith(("memory", "rss", "pss"))},
+        "throughput": {k: v for k, v in thr.items() if not k.startswith(("memory", "rss", "pss"))},
         "rss_mb_max": rss,
         "pss_mb_max": memory["pss"],
         "uss_mb_max": memory["uss"],
