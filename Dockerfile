@@ -13,7 +13,8 @@ COPY processes ./processes
 COPY schema ./schema
 RUN python -m venv /opt/aegis \
  && /opt/aegis/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/aegis/bin/pip install --no-cache-dir .
+ && /opt/aegis/bin/pip install --no-cache-dir . \
+ && /opt/aegis/bin/python -m aegis.ringbuffer.aot
 
 # Runtime stage: the virtualenv and a non-root user, nothing else.
 FROM python:3.11-slim

@@ -18,6 +18,9 @@ from typing import Any, get_type_hints
 
 ENV_PREFIX = "AEGIS_"
 CONFIG_FILE_VAR = "AEGIS_CONFIG_FILE"
+# Not a setting: aegis.ringbuffer (which imports nothing of ours) reads it from the environment
+# to choose its kernels' backend (auto, aot, jit).
+RING_KERNELS_VAR = "AEGIS_RING_KERNELS"
 
 
 class ConfigError(ValueError):
@@ -196,7 +199,7 @@ class Settings:
             values.update(_read_file(Path(path), source))
         known = {f.name for f in dataclasses.fields(cls)}
         for var, raw in env.items():
-            if not var.startswith(ENV_PREFIX) or var == CONFIG_FILE_VAR:
+            if not var.startswith(ENV_PREFIX) or var in (CONFIG_FILE_VAR, RING_KERNELS_VAR):
                 continue
             name = var[len(ENV_PREFIX) :].lower()
             if name.endswith("_file") and name[: -len("_file")] in known:

@@ -35,7 +35,7 @@ from aegis.ml.shadow import experience_rows
 from aegis.ml.training import TrainingJob, TrainingParams, retrain_decision
 from aegis.processes.brain_history import load_minute_bars
 from aegis.processes.ring_waiter import RingWaiter
-from aegis.processes.runtime import KernelProcess, ProcessContext, run_process
+from aegis.processes.runtime import KernelProcess, ProcessContext, run_process, settle_heap
 from aegis.records import INTENT_DTYPE, REPORT_TRADE_CLOSED
 from aegis.ringbuffer import RingFull
 from aegis.risk.brain_core import BrainConfig, BrainCore, BrainStep
@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 MODEL_POLL_S = 5.0
 RETRAIN_CHECK_S = 30.0
 DROP_LOG_S = 60.0
-IDLE_WAIT_S = 0.1  # longest sleep without a ring wake-up (housekeeping, stop requests)
+IDLE_WAIT_S = 0.1  # longest sleep without a ring wake-up (stop requests); housekeeping period
 PUBLISH_TIMEOUT_S = 0.05
+WRITE_LINGER_S = 0.05  # signals and labels wait out the close burst (see DurableWriter)
 MARKET_MAX_BATCH = 1024  # ~3 minutes of 300 symbols: one synchronous stretch stays short
 VIRTUAL_TRADE_SOURCE = "virtual_trade"
 
@@ -97,7 +98,8 @@ class Brain(KernelProcess):
         self.config = BrainConfig.from_settings(s, capacity=max(512, 2 * len(names)))
         self.core = BrainCore(self.config, names)
         self.registry = ModelRegistry(FEATURE_NAMES)
-        self.writer = DurableWriter(ctx.db, s.home / "spill", name="brain")
+        self.writer = DurableWriter(ctx.db, s.home / "spill", name="brain",
+                                    linger_s=WRITE_LINGER_S)  # fmt: skip
         await self.writer.start()
         self.train_params = TrainingParams.from_settings(s, FEATURE_NAMES)
         self.retrain_policy = RetrainPolicy(s.retrain_min_rows, s.retrain_interval_s)
@@ -157,17 +159,24 @@ class Brain(KernelProcess):
         before_ms = int(waiting["open_time_ms"].min()) if len(waiting) else np.iinfo(np.int64).max
         async with ctx.db.acquire() as conn:
             await self._warm_up(ctx, conn, self._names, before_ms)
+        settle_heap()
         waiter = RingWaiter((self.market, self.reports))
+        # Housekeeping awaits the database (model poll, retrain check): as its own task, so
+        # that a query in flight never holds up the next bar batch.
+        chores = asyncio.create_task(self._housekeeping_loop(ctx), name="brain-housekeeping")
         try:
             while not ctx.stopping:
+                if chores.done():
+                    chores.result()  # re-raise what stopped it
                 worked = self.step()
-                await self._housekeeping(ctx)
                 if worked:
                     await asyncio.sleep(0)  # let the writer and the heartbeat run
                 else:
                     await waiter.wait(IDLE_WAIT_S)
         finally:
             waiter.close()
+            chores.cancel()
+            await asyncio.gather(chores, return_exceptions=True)
 
     def step(self) -> int:
         """Handle the reports waiting and one market batch; return records handled."""
@@ -244,6 +253,11 @@ class Brain(KernelProcess):
         self.stats["reports"] += len(reports)
         if rows:
             self.writer.submit("experience_buffer", rows)
+
+    async def _housekeeping_loop(self, ctx: ProcessContext) -> None:
+        while not ctx.stopping:
+            await self._housekeeping(ctx)
+            await asyncio.sleep(IDLE_WAIT_S)
 
     async def _housekeeping(self, ctx: ProcessContext) -> None:
         now = time.monotonic()

@@ -5,10 +5,13 @@
 queue in order in a backlog that a task drains as room appears, so a slow consumer never stalls
 the WebSocket reading (Binance drops a slow reader) and never loses or reorders a bar.
 
-``ClosedBarStore`` buffers closed records and, every ``flush_every_s``, hands them all at once to
-``MarketDataWriter`` (validated, batched ``COPY`` + ``ON CONFLICT DO NOTHING``, spilled to disk
-while PostgreSQL is down) and puts each symbol's newest bar in the ``HotCache`` (Redis, 1 h TTL,
-one pipelined round trip).
+``ClosedBarStore`` buffers closed records and hands them all at once to ``MarketDataWriter``
+(validated, batched ``COPY`` + ``ON CONFLICT DO NOTHING``, spilled to disk while PostgreSQL is
+down) and puts each symbol's newest bar in the ``HotCache`` (Redis, 1 h TTL, one pipelined round
+trip). It flushes once closes have stopped arriving for ``quiet_s``, or when the oldest buffered
+bar has waited ``flush_every_s``: Binance closes every symbol's bar within milliseconds of the
+minute, and that burst is when the brain and executor decide, so the storing (validation, the
+COPY, PostgreSQL's and Redis's own work) runs just after it instead of competing with it.
 """
 
 from __future__ import annotations
@@ -106,6 +109,8 @@ class ClosedBarStore:
         cache: HotCache | None = None,
         capacity: int = 8192,
         flush_every_s: float = 0.25,
+        quiet_s: float = 0.02,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._writer = writer
         self._symbol_of = dict(symbol_of)
@@ -114,6 +119,9 @@ class ClosedBarStore:
         self._buffer = np.zeros(capacity, dtype=BAR_DTYPE)
         self._count = 0
         self._flush_every = flush_every_s
+        self._quiet = min(quiet_s, flush_every_s)
+        self._clock = clock
+        self._first_s = self._last_s = 0.0  # when the oldest / newest buffered bar came
         self._latest: dict[int, np.void] = {}
         self.stored = 0
         self.cached = 0
@@ -122,8 +130,21 @@ class ClosedBarStore:
         """Take one closed bar (a one-record array); flush at once when the buffer is full."""
         if self._count == len(self._buffer):
             self.flush()
+        now = self._clock()
+        if self._count == 0:
+            self._first_s = now
+        self._last_s = now
         self._buffer[self._count] = record[0]
         self._count += 1
+
+    def due_in(self) -> float | None:
+        """Seconds until the buffered bars are due for a flush (0: now); None when empty."""
+        if self._count == 0:
+            return None
+        now = self._clock()
+        quiet = self._last_s + self._quiet - now
+        oldest = self._first_s + self._flush_every - now
+        return max(0.0, min(quiet, oldest))
 
     def flush(self) -> int:
         """Queue the buffered bars on the writer (never blocks on the database); return count."""
@@ -155,12 +176,17 @@ class ClosedBarStore:
         return len(latest)
 
     async def run(self) -> None:
-        """Flush and push every ``flush_every_s`` (run as a task); a last flush on cancel."""
+        """Flush and push when due (run as a task); a last flush on cancel."""
         try:
             while True:
-                await asyncio.sleep(self._flush_every)
-                self.flush()
-                await self.push_latest()
+                due = self.due_in()
+                if due is None:
+                    await asyncio.sleep(self._quiet)
+                elif due > 0:
+                    await asyncio.sleep(due)
+                else:
+                    self.flush()
+                    await self.push_latest()
         finally:
             self.flush()
             with contextlib.suppress(Exception):

@@ -14,14 +14,17 @@ Usage::
     Ring.inspect("aegis-bars")                            # read-only RingStats, no dtype
 
 Modules: ``layout`` (offsets, header), ``segment`` (shared memory without resource_tracker),
-``kernels`` (Numba hot paths and the memory-ordering argument), ``sequence``, ``barrier``,
+``kernels_nb`` (the Numba hot paths and the memory-ordering argument), ``aot`` (their
+ahead-of-time build), ``kernels`` (which of the two a process runs), ``sequence``, ``barrier``,
 ``wait`` (BusySpin/Yielding/Sleeping/Blocking), ``wake`` (kernel wake-ups), ``producer``,
 ``consumer``, ``stats``, ``ring``. This package imports nothing else of AEGIS.
 
-Importing the package, creating, attaching, inspecting and unlinking a ring never import Numba
-(~150 MB of RSS with the kernels loaded): the watchdog and ``aegis-kernel status`` only do that.
-``Producer``, ``Consumer``, ``Sequence`` and the wait strategies, which run the kernels, are
-imported on first use (``ring.producer()``, ``ring.consumer()`` or naming them here).
+Importing the package, creating, attaching, inspecting and unlinking a ring never load the
+kernels: the watchdog and ``aegis-kernel status`` only do that. ``Producer``, ``Consumer``,
+``Sequence`` and the wait strategies, which run the kernels, are imported on first use
+(``ring.producer()``, ``ring.consumer()`` or naming them here). The kernels come from the
+ahead-of-time module when it is built (``python -m aegis.ringbuffer.aot``; no Numba in the
+process), else from Numba's JIT (~100 MB more RSS): see ``kernels``.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
         YieldingWait,
     )
 
-# Names whose modules load the Numba kernels: resolved on first access (PEP 562).
+# Names whose modules load the kernels: resolved on first access (PEP 562).
 _LAZY = {
     "Consumer": "consumer",
     "Producer": "producer",

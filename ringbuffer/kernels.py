@@ -1,264 +1,111 @@
-"""Numba hot paths of the ring: publish one, publish a batch, spin on a sequence, commit.
+"""The ring's kernels as plain callables: compiled ahead of time when built, else by Numba's JIT.
 
-Every kernel takes plain integers: the address of the mapped segment (``base``), word indices
-and, to publish, the address of the caller's staging record. Inside, ``carray`` rebuilds the
-``meta`` words and the ``capacity x words`` uint64 slots from the header. Integer arguments
-keep the Python->Numba call cheap (no array unboxing), each kernel has one explicit signature
-(compiled, or loaded from the on-disk cache, at import: no per-dtype compile) and Python calls
-its compiled entry point directly, skipping the dispatcher's type resolution. The wrappers in
-``producer.py``/``consumer.py`` keep the mapping alive and never call a kernel after close.
+Both backends run the code of ``kernels_nb`` (the one source, and the memory-ordering argument):
 
-Memory ordering (the whole correctness argument of the ring)
------------------------------------------------------------
-The forbidden outcome is "a consumer reads a slot whose sequence is published but whose
-bytes are not yet (or no longer) the record of that sequence". It is excluded by C++11-style
-release/acquire pairs, emitted as LLVM atomic instructions by the intrinsics below:
+* ``aot``: the extension module ``_kernels_aot`` built by ``python -m aegis.ringbuffer.aot``
+  (``make`` builds it). Nothing of Numba or llvmlite is loaded, which saves ~100 MB of private
+  RSS per process. Used only while its embedded digest matches the installed sources.
+* ``jit``: ``kernels_nb`` compiled by Numba (loaded from its on-disk cache), each kernel called
+  through its compiled entry point, skipping the dispatcher's type resolution.
 
-* producer: write the record words (plain stores), then ``store_release(cursor)``. Release
-  forbids both LLVM and the CPU from moving any earlier store after the cursor store.
-* consumer: ``load_acquire(cursor)``, then read the slots (in Python, after the call returns).
-  Acquire forbids any later load from being satisfied before the cursor load.
-* consumer commit: ``store_release(sequence)`` after it has finished reading the batch;
-  producer: ``load_acquire(sequence)`` of every consumer before overwriting a slot.
-
-On x86-64 (TSO) acquire loads and release stores are plain ``mov`` instructions: the CPU never
-reorders store/store or load/load, so the atomics cost nothing there; what they buy is that
-LLVM (which Numba drives, and which freely reorders or hoists plain loads and stores to memory
-it believes unshared) may not reorder across them nor hoist the spinning load out of its loop.
-On a weaker CPU (ARM) the same IR emits ``stlr``/``ldar``, so the argument still holds.
-
-The one place TSO is *not* enough is the sleeping-consumer handshake (``BlockingWait``): the
-consumer stores its wake flag then loads the cursor, while the producer stores the cursor then
-loads the wake flags. x86 may let each load pass the earlier store (store buffering) and both
-sides would miss each other: a lost wake-up. A sequentially consistent fence (LLVM emits a
-``lock``-prefixed instruction) on both sides forbids that.
-
-``tests/test_ringbuffer_stress.py`` checks the forbidden outcome across two processes over
-thousands of laps of a 16-slot ring with a Numba consumer that reads each slot nanoseconds
-after the cursor moves; moving the cursor store above the record copy makes it fail.
-
-Numba caches kernels keyed on this file only: the layout word indices are read from
-``layout.py`` at compile time, so clear ``__pycache__`` after changing that file's offsets.
+``AEGIS_RING_KERNELS`` picks one: ``auto`` (default) takes ``aot`` when it is built and current,
+else logs why not and takes ``jit``; ``aot`` raises ``ImportError`` instead of falling back;
+``jit`` never looks for the module. The choice is made once, when this module is first
+imported (the first ``ring.producer()``/``ring.consumer()`` of a process).
 """
 
 from __future__ import annotations
 
-from numba import carray, njit, types
-from numba.extending import intrinsic
+import importlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
 
-from .layout import (
-    CURSOR,
-    GATING_CACHE,
-    H_CAPACITY,
-    H_CONSUMERS,
-    H_DATA_OFFSET,
-    H_RECORD_SIZE,
-    LINE_WORDS,
-    consumer_sequence_word,
-    consumer_wake_word,
-)
+from . import aot
 
-_SEQ0 = consumer_sequence_word(0)
-_STRIDE = consumer_sequence_word(1) - consumer_sequence_word(0)
-_WAKE0 = consumer_wake_word(0)
+log = logging.getLogger(__name__)
+
+ENV_VAR = "AEGIS_RING_KERNELS"
+MODES = ("auto", "aot", "jit")
+_NOT_BUILT = "are not built"
 
 
-def _pointer(context, builder, address, index):
-    base = builder.inttoptr(address, context.get_value_type(types.CPointer(types.int64)))
-    return builder.gep(base, [index])
+@dataclass(frozen=True)
+class RingKernels:
+    """One backend's kernels (signatures: ``kernels_nb``)."""
+
+    backend: str  # "aot" or "jit"
+    load_acquire: Callable[[int, int], int]
+    store_release: Callable[[int, int, int], None]
+    try_publish: Callable[[int, int], int]
+    publish_batch: Callable[[int, int, int, int], tuple[int, int]]
+    spin_until: Callable[[int, int, int, int], int]
+    arm_wake: Callable[[int, int, int], int]
+    commit_sequence: Callable[[int, int, int], int]
 
 
-@intrinsic
-def _int64_at(typingctx, address):
-    """Return ``address`` as an int64 pointer (for ``carray``)."""
-    signature = types.CPointer(types.int64)(types.int64)
+def load(mode: str = "auto", digest: int | None = None) -> RingKernels:
+    """Return the kernels of ``mode`` (see the module docstring).
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return signature, codegen
-
-
-@intrinsic
-def _uint64_at(typingctx, address):
-    """Return ``address`` as a uint64 pointer (for ``carray``)."""
-    signature = types.CPointer(types.uint64)(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return signature, codegen
-
-
-@intrinsic
-def _load_acquire(typingctx, address, index):
-    """Load the int64 word ``index`` of the segment at ``address`` with acquire ordering."""
-    signature = types.int64(types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.load_atomic(_pointer(context, builder, *args), "acquire", 8)
-
-    return signature, codegen
-
-
-@intrinsic
-def _store_release(typingctx, address, index, value):
-    """Store ``value`` into int64 word ``index`` with release ordering."""
-    signature = types.void(types.int64, types.int64, types.int64)
-
-    def codegen(context, builder, signature, args):
-        builder.store_atomic(args[2], _pointer(context, builder, args[0], args[1]), "release", 8)
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@intrinsic
-def _full_fence(typingctx):
-    """Emit a sequentially consistent fence (a locked instruction or mfence on x86-64)."""
-    signature = types.void()
-
-    def codegen(context, builder, signature, args):
-        builder.fence("seq_cst")
-        return context.get_dummy_value()
-
-    return signature, codegen
-
-
-@njit("int64(int64, int64)", cache=True)
-def load_acquire_nb(base, index):
-    """Return word ``index`` of the segment at ``base``, read with acquire ordering."""
-    return _load_acquire(base, index)
-
-
-@njit("void(int64, int64, int64)", cache=True)
-def store_release_nb(base, index, value):
-    """Write word ``index`` of the segment at ``base`` with release ordering (a commit)."""
-    _store_release(base, index, value)
-
-
-@njit(cache=True)
-def _slowest_nb(base, consumers):
-    slowest = _load_acquire(base, _SEQ0)
-    for i in range(1, consumers):
-        sequence = _load_acquire(base, _SEQ0 + i * _STRIDE)
-        if sequence < slowest:
-            slowest = sequence
-    return slowest
-
-
-@njit(cache=True)
-def _sleepers_nb(base, consumers):
-    mask = 0
-    for i in range(consumers):
-        if _load_acquire(base, _WAKE0 + i * _STRIDE) != 0:
-            mask |= 1 << i
-    return mask
-
-
-@njit("int64(int64, int64)", cache=True)
-def try_publish_nb(base, record_address):
-    """Copy the record at ``record_address`` into the next slot and publish it.
-
-    Return -1 when the slowest consumer has not freed the slot (nothing written), else the
-    bitmask of consumers sleeping in ``BlockingWait`` that the caller must wake. The slowest
-    consumer's sequence is cached and re-read only when the cached value would be overrun.
+    ``digest`` is the source digest the ahead-of-time module must report (default: the digest
+    of the installed sources, ``aot.source_digest()``).
     """
-    header = carray(_int64_at(base), LINE_WORDS)
-    capacity = header[H_CAPACITY]
-    words = header[H_RECORD_SIZE] // 8
-    consumers = header[H_CONSUMERS]
-    meta = carray(_int64_at(base), GATING_CACHE + 1)
-    cursor = meta[CURSOR]  # written only by this (single) producer: a plain load is exact
-    wrap_point = cursor + 1 - capacity
-    if wrap_point > meta[GATING_CACHE]:
-        slowest = _slowest_nb(base, consumers)
-        meta[GATING_CACHE] = slowest
-        if wrap_point > slowest:
-            return -1
-    slot = carray(
-        _uint64_at(base + header[H_DATA_OFFSET] + (cursor & (capacity - 1)) * words * 8), words
+    if mode not in MODES:
+        raise ValueError(f"{ENV_VAR}={mode!r}: expected one of {', '.join(MODES)}")
+    if mode == "jit":
+        return _jit()
+    module, why_not = _aot_module(digest)
+    if module is not None:
+        return RingKernels("aot", **{name: getattr(module, name) for name in aot.KERNEL_NAMES})
+    if mode == "aot":
+        raise ImportError(f"{ENV_VAR}=aot but the ring's ahead-of-time kernels {why_not}")
+    log.log(
+        logging.INFO if why_not == _NOT_BUILT else logging.WARNING,
+        "ring kernels: the ahead-of-time kernels %s; using Numba's JIT (~100 MB more RSS in "
+        "this process). Build them with `python -m aegis.ringbuffer.aot`.",
+        why_not,
     )
-    record = carray(_uint64_at(record_address), words)
-    for word in range(words):
-        slot[word] = record[word]
-    _store_release(base, CURSOR, cursor + 1)  # the record's words are visible before this
-    _full_fence()  # cursor store before the wake-flag loads (see module docstring)
-    return _sleepers_nb(base, consumers)
+    return _jit()
 
 
-@njit("int64(int64, int64, int64)", cache=True)
-def commit_nb(base, sequence_index, sequence):
-    """Release a consumer's committed sequence, then return the mask of raised wake flags.
-
-    For pipelines: a consumer that reads after this one may sleep until this commit. It
-    raises its flag, fences, then reads this sequence; here the store comes before the fence
-    and the flag loads, so one of the two always sees the other (the Dekker pattern above).
-    """
-    _store_release(base, sequence_index, sequence)
-    _full_fence()
-    return _sleepers_nb(base, carray(_int64_at(base), LINE_WORDS)[H_CONSUMERS])
-
-
-@njit("UniTuple(int64, 2)(int64, int64, int64, int64)", cache=True)
-def publish_batch_nb(base, records_address, start, count):
-    """Publish as many of records ``start..count-1`` (contiguous, at ``records_address``) as fit.
-
-    Return ``(published, sleepers_mask)``; the cursor is released once for the whole batch.
-    """
-    total = count - start
-    if total <= 0:
-        return 0, 0
-    header = carray(_int64_at(base), LINE_WORDS)
-    capacity = header[H_CAPACITY]
-    words = header[H_RECORD_SIZE] // 8
-    consumers = header[H_CONSUMERS]
-    meta = carray(_int64_at(base), GATING_CACHE + 1)
-    cursor = meta[CURSOR]
-    free = capacity - (cursor - meta[GATING_CACHE])
-    if free < total:
-        slowest = _slowest_nb(base, consumers)
-        meta[GATING_CACHE] = slowest
-        free = capacity - (cursor - slowest)
-        if free <= 0:
-            return 0, 0
-    published = min(total, free)
-    data = carray(_uint64_at(base + header[H_DATA_OFFSET]), (capacity, words))
-    records = carray(_uint64_at(records_address), (count, words))
-    mask = capacity - 1
-    for i in range(published):
-        slot = (cursor + i) & mask
-        for word in range(words):
-            data[slot, word] = records[start + i, word]
-    _store_release(base, CURSOR, cursor + published)
-    _full_fence()
-    return published, _sleepers_nb(base, consumers)
+def _aot_module(digest: int | None) -> tuple[ModuleType | None, str]:
+    """Return (the ahead-of-time module, "") when it is built and current, else (None, why)."""
+    if digest is None:
+        try:
+            digest = aot.source_digest()
+        except OSError as exc:  # a source file missing from the installation
+            return None, f"cannot be checked against their sources ({exc})"
+    name = f"{__package__}.{aot.MODULE_NAME}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            return None, f"fail to import ({exc})"
+        return None, _NOT_BUILT
+    except ImportError as exc:  # e.g. built for another platform, or truncated
+        return None, f"fail to import ({exc})"
+    built = module.source_digest()
+    if built != digest:
+        return None, (
+            f"are stale (built from sources with digest {_hex(built)}, the installed sources "
+            f"have {_hex(digest)})"
+        )
+    return module, ""
 
 
-@njit("int64(int64, int64, int64, int64)", cache=True)
-def spin_until_nb(base, index, target, spins):
-    """Spin up to ``spins`` acquire loads of word ``index``; return it once it exceeds ``target``.
-
-    Returns the last value read (possibly <= target) when the spins run out.
-    """
-    value = _load_acquire(base, index)
-    for _ in range(spins):
-        if value > target:
-            return value
-        value = _load_acquire(base, index)
-    return value
+def _hex(digest: int) -> str:
+    return f"{digest & (2**64 - 1):016x}"
 
 
-@njit("int64(int64, int64, int64)", cache=True)
-def arm_wake_nb(base, wake_index, cursor_index):
-    """Raise a consumer's wake flag, then return the cursor read after a full fence.
+def _jit() -> RingKernels:
+    from . import kernels_nb
 
-    If the returned cursor still shows nothing new, the producer is guaranteed to see the
-    flag on its next publish and send a wake-up (the Dekker pattern of the module docstring).
-    """
-    _store_release(base, wake_index, 1)
-    _full_fence()
-    return _load_acquire(base, cursor_index)
+    return RingKernels(
+        "jit",
+        **{name: _entry_point(getattr(kernels_nb, f"{name}_nb")) for name in aot.KERNEL_NAMES},
+    )
 
 
 def _entry_point(dispatcher):
@@ -269,10 +116,12 @@ def _entry_point(dispatcher):
         return dispatcher
 
 
-load_acquire = _entry_point(load_acquire_nb)
-store_release = _entry_point(store_release_nb)
-try_publish = _entry_point(try_publish_nb)
-publish_batch = _entry_point(publish_batch_nb)
-spin_until = _entry_point(spin_until_nb)
-arm_wake = _entry_point(arm_wake_nb)
-commit_sequence = _entry_point(commit_nb)
+KERNELS = load(os.environ.get(ENV_VAR, "auto"))
+BACKEND = KERNELS.backend
+load_acquire = KERNELS.load_acquire
+store_release = KERNELS.store_release
+try_publish = KERNELS.try_publish
+publish_batch = KERNELS.publish_batch
+spin_until = KERNELS.spin_until
+arm_wake = KERNELS.arm_wake
+commit_sequence = KERNELS.commit_sequence

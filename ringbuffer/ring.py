@@ -34,7 +34,7 @@ from .layout import (
 from .segment import Segment, attach_segment, pid_alive, publish_segment, unlink_segment
 from .stats import RingStats, snapshot
 
-if TYPE_CHECKING:  # these load the Numba kernels: imported when a role is taken (see below)
+if TYPE_CHECKING:  # these load the kernels: imported when a role is taken (see below)
     from .consumer import Consumer
     from .producer import Producer
     from .wait import WaitStrategy
@@ -101,7 +101,7 @@ class Ring:
             meta[H_OWNER_PID] = os.getpid()
             meta[H_DATA_OFFSET] = geometry.data_offset
             meta[H_CREATED_NS] = time.time_ns()
-            # A plain store suffices (and keeps Numba out of ring creation): the segment is
+            # A plain store suffices (and keeps the kernels out of ring creation): the segment is
             # still under a private temporary name; ``publish_segment`` then gives it its
             # public name with link(2), a system call that orders every earlier store of this
             # thread before it, and a reader can only map the segment after finding that name.
@@ -152,8 +152,8 @@ class Ring:
     def producer(self, wait: WaitStrategy | None = None) -> Producer:
         """Become the ring's producer (``RingInUseError`` if another live process is).
 
-        ``wait`` defaults to ``DEFAULT_WAIT``. The first role taken in a process imports the
-        Numba kernels (loaded from the on-disk cache).
+        ``wait`` defaults to ``DEFAULT_WAIT``. The first role taken in a process loads the
+        kernels (ahead-of-time module, else Numba's JIT: see ``kernels``).
         """
         from .producer import Producer
         from .wait import DEFAULT_WAIT

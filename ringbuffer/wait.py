@@ -1,6 +1,6 @@
 """Wait strategies: how a consumer waits for records and a producer waits for free slots.
 
-All four first spin a little inside Numba (cheap when the next record is microseconds away),
+All four first spin a little inside a kernel (cheap when the next record is microseconds away),
 then differ in how they give the core back:
 
 =============  =========================================  =================  ===============

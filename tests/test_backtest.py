@@ -21,7 +21,7 @@ from aegis.paper.backtest_inputs import (
     window_ms,
 )
 from aegis.paper.exchange import PaperConfig
-from aegis.paper.exits import EXIT_FORCED, trade_return_pct_nb
+from aegis.paper.exits import EXIT_FORCED, trade_return_pct
 from aegis.risk.brain_core import BrainConfig
 from aegis.risk.decision import DecisionPolicy
 from aegis.risk.guards import RiskLimits
@@ -39,7 +39,7 @@ def test_backtest_short_window_trades_net_return_equals_trade_return_of_fills(sm
     _, result = smc_run
     assert len(result.trades) > 20
     for t in result.trades:
-        gross, net = trade_return_pct_nb(t.entry_price, t.close_price, t.commission_pct,
+        gross, net = trade_return_pct(t.entry_price, t.close_price, t.commission_pct,
                                          t.slippage_pct)  # fmt: skip
         assert (t.gross_return_pct, t.net_return_pct) == (gross, net)
         assert t.entry_fill_price == pytest.approx(t.entry_price * (1 + t.slippage_pct / 100))

@@ -139,3 +139,12 @@ def test_ema_tracker_live_equals_batch_on_real_decision_closes():
         [tracker.update(np.array([2]), close[i : i + 1]) for i in range(len(close))]
     )
     assert np.array_equal(live, batch, equal_nan=True)
+
+
+def test_rule_confidence_is_clamped_to_0_1_nan_and_non_candidates_are_0():
+    conf = np.array([np.nan, np.inf, -np.inf, -0.5, 0.3, 1.7, 0.0, 1.0, 0.9])
+    cand = np.array([True] * 8 + [False])
+    rule = CandidateRule("plug_in", lambda features, names, ema: (cand, conf))
+    is_cand, out = rule.evaluate(np.zeros((9, len(FEATURE_NAMES))), FEATURE_NAMES)
+    assert is_cand.tolist() == cand.tolist()
+    assert out.tolist() == [0.0, 1.0, 0.0, 0.0, 0.3, 1.0, 0.0, 1.0, 0.0]

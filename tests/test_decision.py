@@ -77,6 +77,17 @@ def test_intent_ids_are_stable_across_releases():
     assert int(intent_ids(np.array([1]), np.array([0]), 300_000)[0]) == 652928327011381175
 
 
+def test_intent_ids_of_a_small_batch_equal_those_of_a_large_one():
+    # Small batches hash on Python ints, large ones on numpy arrays: the ids must not depend on it.
+    rng = np.random.default_rng(7)
+    sym = rng.integers(0, 2**32, 200).astype(np.uint32)
+    t = rng.integers(-(2**62), 2**62, 200)
+    whole = intent_ids(sym, t, 300_000)
+    parts = np.concatenate([intent_ids(sym[i : i + 3], t[i : i + 3], 300_000)
+                            for i in range(0, 200, 3)])  # fmt: skip
+    assert whole.dtype == parts.dtype == np.uint64 and np.array_equal(whole, parts)
+
+
 def test_decide_cold_start_trades_confident_candidates_at_minimum_size():
     r = rows(3, confidence=np.array([0.9, 0.4, 0.6]))
     d = decide(r, None, 10_000.0, 0, np.zeros(3), POLICY)

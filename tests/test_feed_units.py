@@ -161,3 +161,37 @@ async def test_ring_publisher_full_ring_queues_in_order_and_drains_without_block
         await asyncio.gather(drain, return_exceptions=True)
         del consumer, batch
     assert seen == list(range(20)) and publisher.backlog == 0 and publisher.published == 20
+
+
+def test_closed_bar_store_waits_for_the_close_burst_to_end_but_never_past_its_deadline():
+    from aegis.processes.feed_outputs import ClosedBarStore
+
+    class Sink:  # stands in for MarketDataWriter: only the hand-over is under test
+        def __init__(self):
+            self.flushed: list[int] = []
+
+        def write_symbols(self, names, timeframe, bars):
+            self.flushed.append(len(bars))
+
+    now, sink = [100.0], Sink()
+    store = ClosedBarStore(sink, {1: "BTCUSDT"}, flush_every_s=0.25, quiet_s=0.02,
+                           clock=lambda: now[0])  # fmt: skip
+    assert store.due_in() is None  # nothing buffered, nothing due
+    rec = np.zeros(1, dtype=BAR_DTYPE)
+    store.add(rec)
+    assert store.due_in() == pytest.approx(0.02)
+    for _ in range(10):  # closes still arriving every 10 ms: the burst is not over
+        now[0] += 0.01
+        store.add(rec)
+        assert store.due_in() == pytest.approx(0.02)
+    now[0] += 0.015
+    assert store.due_in() == pytest.approx(0.005)
+    now[0] += 0.005
+    assert store.due_in() == 0.0  # quiet for 20 ms: flush now
+    assert store.flush() == 11 and sink.flushed == [11] and store.due_in() is None
+    now[0] += 0.1
+    for i in range(30):  # a replay that never pauses: the oldest bar bounds the wait
+        store.add(rec)
+        assert store.due_in() == pytest.approx(max(0.0, min(0.02, 0.25 - i * 0.01)))
+        now[0] += 0.01
+    assert store.due_in() == 0.0

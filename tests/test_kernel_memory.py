@@ -1,5 +1,5 @@
-"""What keeps the kernel's memory down: no Numba where no ring role is taken, warm spares made
-one at a time. Real processes, real shared memory."""
+"""What keeps the kernel's memory down: no Numba where no ring role is taken, no LightGBM in the
+brain, warm spares made one at a time. Real processes, real shared memory."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from aegis.kernel import supervised
 from aegis.kernel.control import ControlBlock, ProcessState
 from aegis.kernel.supervised import SupervisedChild, keep_spares
 from aegis.kernel.topology import ProcessSpec
+from aegis.ringbuffer import kernels
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("feed", "brain", "executor")
@@ -53,6 +54,8 @@ with Ring.create(name, dtype, 8, 1) as ring:
     consumer.commit()
     out["producer_type"] = type(producer) is Producer
 out["numba_after_roles"] = "numba" in sys.modules
+from aegis.ringbuffer import kernels
+out["backend"] = kernels.BACKEND
 print(json.dumps(out))
 """
 
@@ -62,7 +65,54 @@ def test_ring_create_attach_inspect_unlink_never_import_numba_and_roles_still_wo
     assert out["numba_before_roles"] is False  # what the watchdog and the status CLI do
     assert out["capacity"] == 8 and out["unlinked"]
     assert out["read"] == [41] and out["producer_type"]
-    assert out["numba_after_roles"] is True
+    # Only the JIT fallback loads Numba for the roles; the ahead-of-time kernels never do.
+    assert out["numba_after_roles"] is (out["backend"] == "jit")
+
+
+# What a brain warm spare does before it is needed (``aegis.kernel.child.standby``), then the
+# modules it holds. Numba imports the bare ``scipy`` package itself (a few small modules);
+# scipy.sparse and pandas come only with lightgbm, which only the training job needs.
+BRAIN_SPARE = """
+import json, sys
+from aegis.kernel.child import load_entry
+from aegis.kernel.topology import DEFAULT_TABLE
+spec = next(p for p in DEFAULT_TABLE.processes if p.name == "brain")
+load_entry(spec.entry)
+load_entry(spec.prepare)()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_brain_and_its_warm_spare_never_load_lightgbm_or_pandas():
+    modules = set(run_python(BRAIN_SPARE))
+    assert {"aegis.processes.brain", "aegis.ml.registry", "aegis.ml.training"} <= modules
+    assert not {"lightgbm", "pandas", "scipy.sparse", "sklearn"} & modules
+
+
+# What a feed or executor warm spare does before it is needed (import, then ``prepare``, which
+# runs every ring kernel on a private ring), then whether Numba or llvmlite (~100 MB of private
+# RSS each process) came with it. Only the ring kernels' JIT fallback would bring them.
+FEED_EXECUTOR_SPARES = """
+import json, sys
+from aegis.kernel.child import load_entry
+from aegis.kernel.topology import DEFAULT_TABLE
+from aegis.ringbuffer import kernels
+specs = [p for p in DEFAULT_TABLE.processes if p.name in ("feed", "executor")]
+for spec in specs:
+    load_entry(spec.entry)
+    load_entry(spec.prepare)()
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite"))
+print(json.dumps({"backend": kernels.BACKEND, "entries": [p.entry for p in specs],
+                  "loaded": loaded}))
+"""
+
+
+def test_feed_executor_and_their_warm_spares_never_load_numba_on_the_aot_ring_kernels():
+    if kernels.BACKEND != "aot":  # the child inherits this environment, hence this choice
+        pytest.skip("the ring kernels run on Numba's JIT in this environment")
+    out = run_python(FEED_EXECUTOR_SPARES)
+    assert out["entries"] == ["aegis.processes.feed:main", "aegis.processes.executor:main"]
+    assert (out["backend"], out["loaded"]) == ("aot", [])
 
 
 @pytest.fixture

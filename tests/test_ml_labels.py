@@ -236,7 +236,7 @@ def test_label_real_btc_data_every_complete_label_is_consistent(data_dir):
 
 def _reference_label(t, o, h, lo, c, wanted, r: ExitRules):
     """Obviously-correct slow walk: the executor's rules, one Python step per bar."""
-    from aegis.paper.exits import exit_check_nb, trade_return_pct_nb
+    from aegis.paper.exits import exit_check, trade_return_pct
 
     e = next((i for i in range(len(t)) if t[i] >= wanted), None)
     if e is None:
@@ -244,12 +244,12 @@ def _reference_label(t, o, h, lo, c, wanted, r: ExitRules):
     peak = o[e]
     for j in range(e, len(t)):
         held = (t[j] - t[e]) // MIN + 1
-        reason, px = exit_check_nb.py_func(
+        reason, px = exit_check(
             o[e], peak, o[j], h[j], lo[j], c[j], held,
             r.stop_pct, r.take_pct, r.trailing_pct, r.max_hold_minutes,
         )  # fmt: skip
         if reason != EXIT_NONE:
-            net = trade_return_pct_nb.py_func(o[e], px, r.commission_pct, r.slippage_pct)[1]
+            net = trade_return_pct(o[e], px, r.commission_pct, r.slippage_pct)[1]
             return t[e], t[j] + MIN, px, reason, net
         peak = max(peak, h[j])
     return None

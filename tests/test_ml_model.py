@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import lightgbm as lgb
 import numpy as np
 import pytest
 from ml_synthetic import NAMES, synthetic_rows
@@ -103,21 +104,85 @@ def test_model_fit_bad_input_raises(planted, mutate, message):
         ReturnModel.fit(*mutate(x[:500], y[:500]), NAMES, SMALL)
 
 
-def test_forest_agrees_bit_for_bit_with_lightgbm_including_missing_values(planted):
+def lightgbm_booster(x, y, num_boost_round=150, categorical=(), **params):
+    """A booster trained by LightGBM itself: the object whose text the training job stores."""
+    base = ModelParams(num_boost_round=num_boost_round).lightgbm_params()
+    data = lgb.Dataset(x, y, feature_name=list(NAMES), categorical_feature=list(categorical))
+    return lgb.train({**base, **params}, data, num_boost_round=num_boost_round)
+
+
+def queries_on_the_thresholds(booster, n_random, seed):
+    """Random rows, missing values, infinities, and rows exactly on (and 1 ulp above) every
+    split threshold: a threshold read back one ulp off would send those rows the other way."""
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(n_random, 12))
+    q[::3, 3] = np.nan
+    q[::5, 5] = 0.0
+    q[::4, :] = np.nan  # NaN where training never saw one: read as 0, like LightGBM
+    q[1::9, 0] = np.inf
+    q[2::9, 0] = -np.inf
+    # LightGBM reads |x| <= float32(1e-35) as 0; just above that, as itself
+    kz = float(np.float32(1e-35))
+    tiny = [0.0, -0.0, kz, -kz, np.nextafter(kz, 1), -np.nextafter(kz, 1), 1e-36, -1e-300]
+    q[3::9, 5] = np.resize(tiny, len(q[3::9]))
+    splits = [
+        (node["split_feature"], node["threshold"])
+        for tree in booster.dump_model()["tree_info"]
+        for node in _internal_nodes(tree["tree_structure"])
+    ]
+    on = rng.normal(size=(2 * len(splits), 12))
+    for i, (feature, threshold) in enumerate(splits):
+        on[2 * i, feature] = threshold
+        on[2 * i + 1, feature] = np.nextafter(threshold, np.inf)
+    return np.vstack([q, on])
+
+
+def _internal_nodes(node):
+    if "split_feature" in node:
+        yield node
+        yield from _internal_nodes(node["left_child"])
+        yield from _internal_nodes(node["right_child"])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},  # production: NaN-aware splits (missing type NaN)
+        {"num_leaves": 2, "num_boost_round": 10},
+        {"zero_as_missing": True},  # missing type Zero
+        {"use_missing": False},  # missing type None
+    ],
+    ids=["default", "stumps", "zero-as-missing", "no-missing"],
+)
+def test_forest_read_from_stored_text_agrees_bit_for_bit_with_lightgbm(planted, params):
     x, y, _, _ = planted
     x = x.copy()
     x[::7, 3] = np.nan  # trained with missing values: splits get a NaN default direction
     x[::11, 5] = 0.0
-    rng = np.random.default_rng(5)
-    for params in (ModelParams(), ModelParams(num_leaves=2, num_boost_round=10)):
-        model = ReturnModel.fit(x, y, NAMES, params)
-        q = rng.normal(size=(2000, 12))
-        q[::3, 3] = np.nan
-        q[::5, 5] = 0.0
-        q[::4, :] = np.nan  # NaN where training never saw one: read as 0, like LightGBM
-        q[1::9, 0] = np.inf
-        q[2::9, 0] = -np.inf
-        np.testing.assert_array_equal(model.predict(q), model.booster.predict(q))
+    booster = lightgbm_booster(x, y, **params)
+    # the stored form, read the way the brain reads it: no lightgbm involved
+    model = ReturnModel.from_bytes(booster.model_to_string().encode(), feature_list_hash(NAMES))
+    q = queries_on_the_thresholds(booster, 2000, seed=5)
+    np.testing.assert_array_equal(model.predict(q), booster.predict(q))
+
+
+def test_forest_thresholds_and_leaf_values_are_read_exactly(planted):
+    x, y, _, _ = planted
+    booster = lightgbm_booster(x, y)
+    forest = ReturnModel.from_bytes(booster.model_to_string().encode()).forest
+    dump = booster.dump_model()["tree_info"]
+    nodes = [n for t in dump for n in sorted(_internal_nodes(t["tree_structure"]),
+                                             key=lambda n: n["split_index"])]  # fmt: skip
+    assert forest.threshold.tolist() == [n["threshold"] for n in nodes]
+    assert forest.feature.tolist() == [n["split_feature"] for n in nodes]
+    assert len(forest.leaf_value) == sum(t["num_leaves"] for t in dump)
+
+
+def test_forest_trained_model_predicts_as_its_own_booster(planted):
+    x, y, _, _ = planted
+    model = ReturnModel.fit(x[:1000], y[:1000], NAMES, SMALL)
+    q = queries_on_the_thresholds(model.booster, 500, seed=6)
+    np.testing.assert_array_equal(model.predict(q), model.booster.predict(q))
 
 
 def test_forest_constant_labels_one_leaf_trees(planted):
@@ -125,6 +190,39 @@ def test_forest_constant_labels_one_leaf_trees(planted):
     model = ReturnModel.fit(x[:500], np.full(500, -0.24), NAMES, SMALL)
     np.testing.assert_allclose(model.predict(x[:10]), -0.24)
     np.testing.assert_array_equal(model.predict(x[:10]), model.booster.predict(x[:10]))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"objective": "binary"}, "objective"),  # its predict applies a sigmoid
+        ({"linear_tree": True}, "linear"),
+        ({"categorical": [11]}, "categorical"),
+    ],
+    ids=["binary", "linear", "categorical"],
+)
+def test_forest_refuses_models_it_would_mispredict(planted, params, message):
+    x, y, _, _ = planted
+    x = x.copy()
+    x[:, 11] = np.arange(len(x)) % 5  # a small integer column for the categorical case
+    y = y + 2.0 * (x[:, 11] == 3)  # so that the trees split on it
+    y = (y > 0).astype(np.float64) if params.get("objective") == "binary" else y
+    text = lightgbm_booster(x, y, 5, **params).model_to_string()
+    with pytest.raises(ModelError, match=message):
+        ReturnModel.from_bytes(text.encode())
+
+
+def test_forest_refuses_damaged_text(planted):
+    x, y, _, _ = planted
+    text = lightgbm_booster(x, y, 5).model_to_string()
+    with pytest.raises(ModelError, match="truncated"):
+        ReturnModel.from_bytes(text[: len(text) // 2].encode())
+    # a child pointing back at its parent would loop forever in the kernel
+    tree = text.index("Tree=1")
+    start = text.index("left_child=", tree)
+    bad = text[:start] + "left_child=0" + text[text.index(" ", start) :]
+    with pytest.raises(ModelError, match="child index"):
+        ReturnModel.from_bytes(bad.encode())
 
 
 def test_model_predict_300_rows_fast(planted):

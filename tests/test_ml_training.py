@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 import uuid
 
 import asyncpg
+import lightgbm as lgb
 import numpy as np
 import pytest
 from ml_synthetic import NAMES, synthetic_rows
@@ -323,6 +327,53 @@ def test_registry_hot_swaps_a_newly_promoted_champion(dsn):
     np.testing.assert_array_equal(
         registry.active.model.predict(x), ReturnModel.from_bytes(stored.model).predict(x)
     )
+
+
+# The brain's run-time load path in a fresh interpreter: its imports, then the registry's
+# poll and load of the champion, then a prediction.
+BRAIN_LOADS_CHAMPION = """
+import asyncio, json, sys
+import asyncpg, numpy as np
+import aegis.processes.brain
+from aegis.ml.registry import ModelRegistry
+
+async def load(dsn, names):
+    conn = await asyncpg.connect(dsn)
+    try:
+        registry = ModelRegistry(names)
+        await registry.refresh(conn)
+        return registry
+    finally:
+        await conn.close()
+
+dsn, names, rows, out = sys.argv[1], tuple(json.loads(sys.argv[2])), sys.argv[3], sys.argv[4]
+registry = asyncio.run(load(dsn, names))
+np.save(out, registry.active.model.predict(np.load(rows)))
+print(json.dumps({"version": registry.version, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_registry_loads_and_predicts_in_a_brain_process_without_lightgbm(dsn, tmp_path):
+    rows = synthetic_rows(3000, seed=21, signal=True)
+    reset(dsn, rows)
+    report = train_from_database(dsn, PARAMS)
+    assert report.status == "champion"
+    x = rows[0][:500].copy()
+    x[::4, 3] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run(
+        [sys.executable, "-c", BRAIN_LOADS_CHAMPION, dsn, json.dumps(NAMES),
+         str(tmp_path / "x.npy"), str(tmp_path / "pred.npy")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["version"] == report.model_version
+    assert not {"lightgbm", "pandas", "scipy.sparse"} & set(out["modules"])
+    # what LightGBM itself predicts from the stored bytes, bit for bit
+    stored = run(dsn, load_champion)
+    booster = lgb.Booster(model_str=stored.model.decode())
+    np.testing.assert_array_equal(np.load(tmp_path / "pred.npy"), booster.predict(x))
 
 
 def test_registry_refuses_champion_with_other_features(dsn, caplog):

@@ -16,7 +16,7 @@ from aegis.paper.events import (
     TradeClosed,
 )
 from aegis.paper.exchange import PaperBarError, PaperConfig, PaperConfigError, PaperExchange
-from aegis.paper.exits import trade_return_pct_nb
+from aegis.paper.exits import trade_return_pct
 
 ENTRY_BAR = T0 + 5 * MIN  # the first 1m bar after the 5m decision bar closed
 
@@ -60,7 +60,7 @@ def test_paper_trade_take_profit_money_matches_trade_return_formula():
     ex.submit(intent(notional=1_000.0, take_pct=2.0))
     ex.on_bar(BTC, ENTRY_BAR, 30_000, 30_010, 29_990, 30_005)
     [trade] = closed(ex.on_bar(BTC, ENTRY_BAR + MIN, 30_100, 30_700, 30_050, 30_650))
-    gross, net = trade_return_pct_nb(30_000.0, 30_600.0, 0.1, 0.1)
+    gross, net = trade_return_pct(30_000.0, 30_600.0, 0.1, 0.1)
     assert trade.exit_reason == "take_profit" and trade.close_price == pytest.approx(30_600)
     assert trade.close_fill_price == pytest.approx(30_600 * 0.999)
     assert (trade.gross_return_pct, trade.net_return_pct) == (gross, net)
@@ -194,6 +194,33 @@ def test_paper_equity_snapshot_marks_positions_at_last_close():
     assert snap.positions_value == pytest.approx(0.1 * 29_800)
     assert snap.equity == pytest.approx(10_000 - 0.1 * 200)
     assert (snap.open_positions, snap.pending_intents) == (1, 0)
+
+
+def test_paper_equity_asked_between_changes_always_equals_a_fresh_sum():
+    """equity() is memoised; every fill, bar, exit, flatten and restore must invalidate it."""
+
+    def fresh(ex):
+        return ex.cash + sum(p.market_value for p in ex.open_positions())
+
+    ex = exchange(slippage_pct=0.1, commission_pct=0.1)
+    assert ex.equity() == fresh(ex) == 10_000.0
+    ex.submit(intent(1, take_pct=3.0))
+    ex.submit(intent(2, symbol_id=DOGE, notional=200.0, decision_time_ms=T0 + 5 * MIN))
+    assert ex.equity() == fresh(ex)  # submitting moves no money
+    bars = [(BTC, ENTRY_BAR, 30_000, 30_100, 29_950, 30_050),  # BTC fills
+            (BTC, ENTRY_BAR + MIN, 30_050, 30_400, 30_000, 30_300),  # marked up
+            (DOGE, T0 + 10 * MIN, 0.08, 0.081, 0.0795, 0.0805),  # DOGE fills
+            (BTC, ENTRY_BAR + 2 * MIN, 30_300, 31_100, 30_200, 30_900)]  # fmt: skip # BTC takes
+    for bar in bars:
+        ex.equity()  # memoise, then change
+        ex.on_bar(*bar)
+        assert ex.equity() == fresh(ex)
+    assert len(ex.open_positions()) == 1
+    restarted = PaperExchange.from_records(ex.config, ex.filters, ex.cash,
+                                           [p.to_record() for p in ex.open_positions()], ())  # fmt: skip
+    assert restarted.equity() == fresh(restarted) == ex.equity()
+    ex.flatten(T0 + 11 * MIN)
+    assert ex.equity() == fresh(ex) == ex.cash
 
 
 def test_paper_exposure_counts_pending_and_positions():

@@ -1,4 +1,4 @@
-"""Every exit reason of a paper position, bar by bar through exit_check_nb."""
+"""Every exit reason of a paper position, bar by bar through exit_check."""
 
 from __future__ import annotations
 

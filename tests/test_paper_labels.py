@@ -1,7 +1,7 @@
 """Paper trades equal the brain's labels: same entry bar, same exit, same net return.
 
 Two independent references: ``aegis.ml.labels.label_candidates`` (the brain's labeller) and a
-plain loop over ``exit_check_nb`` written here, both run on the same bars as the exchange.
+plain loop over ``exit_check`` written here, both run on the same bars as the exchange.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from paper_helpers import BTC, MIN, exchange, intent
 
 from aegis.ml.labels import ExitRules, label_candidates
 from aegis.paper.events import IntentRejected, TradeClosed
-from aegis.paper.exits import EXIT_NONE, exit_check_nb, trade_return_pct_nb
+from aegis.paper.exits import EXIT_NONE, exit_check, trade_return_pct
 
 DECISION_MS = 5 * MIN
 
@@ -29,7 +29,7 @@ def reference_loop(t, o, h, lo, c, wanted, stop, take, trail, hold, fee, slip):
     entry, peak = o[idx], o[idx]
     for j in range(idx, len(t)):
         held = (t[j] - t[idx]) // MIN + 1
-        reason, price = exit_check_nb(
+        reason, price = exit_check(
             entry, peak, o[j], h[j], lo[j], c[j], held, stop, take, trail, hold
         )
         if reason != EXIT_NONE:
@@ -38,7 +38,7 @@ def reference_loop(t, o, h, lo, c, wanted, stop, take, trail, hold, fee, slip):
                 t[j] + MIN,
                 price,
                 reason,
-                trade_return_pct_nb(entry, price, fee, slip)[1],
+                trade_return_pct(entry, price, fee, slip)[1],
             )
         peak = max(peak, h[j])
     return None
@@ -80,9 +80,7 @@ def assert_trades_equal_labels(t, o, h, lo, c, decisions, rules):
         assert tr.net_return_pct == ref[4] == labels.net_pct[k]
         assert tr.gross_return_pct == labels.gross_pct[k]
         assert tr.exit_at_ms == labels.exit_time_ms[k] and tr.entry_price == labels.entry_price[k]
-        fills = trade_return_pct_nb(
-            tr.entry_price, tr.close_price, tr.commission_pct, tr.slippage_pct
-        )
+        fills = trade_return_pct(tr.entry_price, tr.close_price, tr.commission_pct, tr.slippage_pct)
         assert (tr.gross_return_pct, tr.net_return_pct) == fills
     return trades
 

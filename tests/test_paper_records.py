@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 import numpy as np
@@ -66,6 +67,13 @@ def test_paper_position_record_round_trip_is_identical():
     row["quantity"] = str(row["quantity"])
     row["entry_price"] = Decimal(str(row["entry_price"]))
     assert PaperPosition.from_record(row) == pos
+
+
+def test_paper_position_after_bar_replaces_only_the_bar_state():
+    pos = open_position()
+    moved = pos.after_bar(31_000.0, 7, T0 + 11 * MIN, 30_500.0)
+    assert moved == replace(pos, peak_high=31_000.0, bars_held=7, last_bar_ms=T0 + 11 * MIN,
+                            mark_price=30_500.0)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import ringbuffer_workers as workers
 from numba import njit
 
 from aegis.ringbuffer import Ring, YieldingWait
-from aegis.ringbuffer.kernels import load_acquire_nb, store_release_nb
+from aegis.ringbuffer.kernels_nb import load_acquire_nb, store_release_nb
 from aegis.ringbuffer.layout import CURSOR, consumer_sequence_word
 
 SPAWN = multiprocessing.get_context("spawn")

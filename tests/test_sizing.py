@@ -204,3 +204,23 @@ def test_sizing_property_monotone_in_equity(equity, factor, data, policy, open_p
     low = _run(equity, data, policy, open_positions).notional
     high = _run(equity * factor, data, policy, open_positions).notional
     assert (high >= low * (1 - 1e-12)).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(equity=st.floats(0, 1e7), data=batch, stop=st.floats(0.0, 120.0) | st.just(float("nan")),
+       policy=policies.filter(lambda p: p.method != "atr"),  # atr: the stop is per row anyway
+       open_positions=st.integers(0, 10))  # fmt: skip
+def test_sizing_scalar_exits_size_exactly_as_per_row_exits(
+    equity, data, stop, policy, open_positions
+):
+    # Scalar stop/take take a shortcut (one Python float instead of a row each): same bits.
+    pred, exposure = np.array(data[0]), np.array(data[1])
+    args = (equity, pred, np.arange(len(pred)), exposure, open_positions, policy)
+    k = len(pred)
+    win = np.array(data[3])
+    scalar = size_positions(*args, stop_pct=stop, take_pct=stop * 2, win_prob=win)
+    rows = size_positions(*args, stop_pct=np.full(k, stop), take_pct=np.full(k, stop * 2),
+                          win_prob=win)  # fmt: skip
+    for a, b in ((scalar.notional, rows.notional), (scalar.stop_pct, rows.stop_pct),
+                 (scalar.take_pct, rows.take_pct)):  # fmt: skip
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()

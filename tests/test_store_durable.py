@@ -316,3 +316,19 @@ async def test_market_data_writer_real_binance_month_with_gaps_stored_exactly(
         pg_migrated_dsn, "SELECT count(*) FROM market_data WHERE symbol='XRPUSDT'"
     )
     assert stored == len(bars)  # gaps stay gaps: nothing filled, nothing dropped
+
+
+async def test_durable_writer_with_linger_writes_a_burst_after_it_ends_and_loses_none(
+    pg_migrated_dsn: str, tmp_path: Path
+) -> None:
+    writer = _writer(pg_migrated_dsn, tmp_path, linger_s=0.5)
+    await writer.start()
+    sql = "SELECT count(*) FROM market_data WHERE symbol='LINGERUSDT'"
+    for k in range(3):  # one burst: three submits 20 ms apart
+        writer.submit("market_data", _bars("LINGERUSDT", 100, T0 + k * 6_000_000))
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert await _count(pg_migrated_dsn, sql) == 0  # still lingering (no linger: written by now)
+    assert await writer.flush(10)
+    assert await _count(pg_migrated_dsn, sql) == 300
+    await writer.close()

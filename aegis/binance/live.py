@@ -31,7 +31,7 @@ Order safety:
 Exits — executor-managed on closed 1m bars; exchange-side only as a far crash guard:
 
     AEGIS closes live positions itself: on every closed 1-minute bar the executor runs the very
-    function the paper exchange and the brain's training labels use (``exit_check_nb``:
+    function the paper exchange and the brain's training labels use (``exit_check``:
     stop-loss, take-profit, trailing stop, time exit, pessimistic order inside a bar) and, when
     it fires, sends a MARKET SELL of the position's quantity. One definition of the exit rules
     means a live trade is the trade the model was trained to predict and the trade paper mode
@@ -145,7 +145,7 @@ from aegis.paper.events import (
     PaperEvent,
     SubmitOutcome,
 )
-from aegis.paper.exits import EXIT_FORCED, EXIT_NONE, exit_check_nb
+from aegis.paper.exits import EXIT_FORCED, EXIT_NONE, exit_check
 from aegis.paper.intents import PaperIntent
 from aegis.paper.positions import EquitySnapshot, PaperPosition
 
@@ -709,7 +709,7 @@ class LiveExchange:
         if open_time_ms <= pos.last_bar_ms or book.unresolved():
             return None
         held = (open_time_ms - pos.entry_at_ms) // self.config.bar_interval_ms + 1
-        reason, price = exit_check_nb(
+        reason, price = exit_check(
             pos.entry_price, pos.peak_high, open_, high, low, close, held,
             pos.stop_pct, pos.take_pct, pos.trailing_pct, pos.max_hold_bars,
         )  # fmt: skip

@@ -67,8 +67,10 @@ class CandidateRule:
             raise CandidateInputError(
                 f"rule {self.name} returned shapes {is_cand.shape}, {conf.shape}"
             )
-        conf = np.where(is_cand, np.clip(np.nan_to_num(conf, nan=0.0), 0.0, 1.0), 0.0)
-        return is_cand, conf
+        # Clamp to [0, 1], NaN to 0: ufuncs rather than nan_to_num + clip, which cost ~10 us
+        # per call on the brain's hot path (same values, infinities included).
+        clamped = np.minimum(np.maximum(conf, 0.0), 1.0)
+        return is_cand, np.where(is_cand & (clamped == clamped), clamped, 0.0)
 
 
 def _column(features: np.ndarray, names: Sequence[str], name: str) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 A candidate is decided when its decision bar closes; the trade enters at the open of the first
 1m bar that opens at or after that moment (the "next bar"), then walks forward 1m bar by 1m bar
-through :func:`aegis.paper.exits.exit_check_nb` (the one definition of the exit rules) and is
-priced by :func:`aegis.paper.exits.trade_return_pct_nb` (commission per side and slippage on both
+through :func:`aegis.paper.exits.exit_check` (the one definition of the exit rules) and is
+priced by :func:`aegis.paper.exits.trade_return_pct` (commission per side and slippage on both
 fills). So a label is exactly the trade paper trading would have recorded.
 
 Every candidate is labelled, not only those traded (shadow outcomes), so the model never learns
@@ -27,7 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from aegis.paper.exits import EXIT_NONE, EXIT_REASONS, exit_check_nb, trade_return_pct_nb
+from aegis.paper.exits import EXIT_NONE, EXIT_REASONS, exit_check, trade_return_pct
+
+# The executor runs the exit rules as plain Python, so that its process never loads Numba; the
+# labels compile the very same functions, so a label is the trade the executor would make.
+exit_check_nb = njit(cache=True)(exit_check)
+trade_return_pct_nb = njit(cache=True)(trade_return_pct)
 
 MINUTE_MS = 60_000
 

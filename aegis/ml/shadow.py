@@ -1,7 +1,7 @@
 """Shadow labels, live: every candidate is labelled once its horizon has passed, traded or not.
 
 ``ShadowLabeler`` keeps the candidates whose trade is still open in fixed arrays and walks each
-one forward with every new 1m bar of its symbol through ``aegis.paper.exits.exit_check_nb``,
+one forward with every new 1m bar of its symbol through ``aegis.paper.exits.exit_check``,
 exactly as ``aegis.ml.labels.label_candidates`` walks a recorded series (same entry bar: the
 first 1m bar opening at or after the decision bar's close; same bars-held count in elapsed
 minutes; same pessimistic exits and fees), so a live label equals the batch label (tested).
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from aegis.ml.labels import MINUTE_MS, ExitRules
-from aegis.paper.exits import EXIT_NONE, exit_check_nb, trade_return_pct_nb
+from aegis.ml.labels import MINUTE_MS, ExitRules, exit_check_nb, trade_return_pct_nb
+from aegis.paper.exits import EXIT_NONE
 from aegis.records import N_FEATURES
 
 SHADOW_SOURCE = "shadow"

@@ -6,6 +6,7 @@ exchange is given only the bars where something can happen.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass
 
@@ -64,6 +65,9 @@ class MinuteReplay:
         self.minutes = traded_minutes(data)
         self.closes = forward_filled_closes(self.minutes, data.series)
         self.cands = CandidateQueue.merge(parts)
+        # decision rows of the backtest: no ring stamp, every row a candidate (read-only views)
+        self._no_stamp = np.zeros(len(self.cands.emit_ms), np.int64)
+        self._all_candidates = np.ones(len(self.cands.emit_ms), bool)
         equity = config.brain.starting_equity
         self.book = ExposureBook(equity, config.brain.horizon_ms)
         self.exchange = PaperExchange(config.paper, data.filters, equity)
@@ -89,12 +93,8 @@ class MinuteReplay:
 
     # -- the loop ---------------------------------------------------------------------------------
     def replay(self) -> None:
-        emit = self.cands.emit_ms
-        bounds = np.flatnonzero(np.diff(emit)) + 1
-        starts = np.concatenate([[0], bounds]).astype(np.int64)
-        ends = np.concatenate([bounds, [len(emit)]]).astype(np.int64)
-        group_minute = emit[starts] if len(emit) else np.zeros(0, np.int64)
-        n_groups = len(group_minute)
+        group_minute, batches = self._decision_groups()
+        n_groups = len(batches)
         group_row = np.searchsorted(self.minutes, group_minute).tolist()
         minutes = self.minutes.tolist()
         n = len(minutes)
@@ -105,7 +105,7 @@ class MinuteReplay:
             if g < n_groups and group_row[g] == i:
                 if i:
                     self.book.expire(minutes[i - 1])
-                intents = self._decide(int(starts[g]), int(ends[g]))
+                intents = self._decide(batches[g])
                 g += 1
             if m in self._entries or m in self._exits or self._dense:
                 self._bars(i, m)
@@ -132,7 +132,7 @@ class MinuteReplay:
         soon = min(min(self._entries, default=_NEVER), min(self._exits, default=_NEVER))
         if soon == _NEVER:
             return len(self.minutes)
-        return int(np.searchsorted(self.minutes, soon, side="left"))
+        return int(self.minutes.searchsorted(soon))
 
     def _send_reports(self) -> None:
         for intent_id, kind, net in self._reports:
@@ -157,19 +157,31 @@ class MinuteReplay:
                 return a + k
         return None
 
-    def _decide(self, lo: int, hi: int) -> np.ndarray:
+    def _decision_groups(self) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+        """The emit minutes of the candidates and, per minute, the (start, end) rows of each
+        decision time in it: one ``decide`` call each."""
+        c = self.cands
+        n = len(c.emit_ms)
+        if not n:
+            return np.zeros(0, np.int64), []
+        new_minute = np.diff(c.emit_ms) != 0
+        cut = np.flatnonzero(new_minute | (np.diff(c.decision_time_ms) != 0)) + 1
+        edges = [0, *cut.tolist(), n]
+        starts = np.concatenate([[0], np.flatnonzero(new_minute) + 1])
+        first = [*np.searchsorted(edges, starts).tolist(), len(edges) - 1]
+        batches = [list(zip(edges[a:b], edges[a + 1 : b + 1], strict=True))
+                   for a, b in itertools.pairwise(first)]  # fmt: skip
+        return c.emit_ms[starts], batches
+
+    def _decide(self, batches: list[tuple[int, int]]) -> np.ndarray:
         c = self.cands
         out = []
-        dtime = c.decision_time_ms[lo:hi]
-        cuts = np.flatnonzero(np.diff(dtime)) + 1
-        for a, b in zip(
-            np.concatenate([[0], cuts]), np.concatenate([cuts, [hi - lo]]), strict=True
-        ):
-            s = slice(lo + int(a), lo + int(b))
+        for lo, hi in batches:
+            s = slice(lo, hi)
             ids = c.symbol_id[s]
-            k = len(ids)
-            rows = DecisionRows(ids, c.decision_time_ms[s], np.zeros(k, np.int64), c.features[s],
-                                np.ones(k, bool), c.confidence[s])  # fmt: skip
+            k = hi - lo
+            rows = DecisionRows(ids, c.decision_time_ms[s], self._no_stamp[:k], c.features[s],
+                                self._all_candidates[:k], c.confidence[s])  # fmt: skip
             d = decide(rows, self.model, self.book.equity, self.book.open_positions,
                        self.book.exposure(ids), self.policy)  # fmt: skip
             self.book.open_intents(d.intents)
@@ -177,7 +189,9 @@ class MinuteReplay:
             if len(d.intents):
                 self.intents.append(d.intents)
                 out.append(d.intents)
-        return np.concatenate(out) if out else np.zeros(0, INTENT_DTYPE)
+        if not out:
+            return np.zeros(0, INTENT_DTYPE)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     # -- executor -------------------------------------------------------------------------------
     def _bars(self, i: int, m: int) -> None:
@@ -191,7 +205,7 @@ class MinuteReplay:
             feed |= {sid for _, sid, _, _ in self._held if self._has_bar(sid, m)}
         for sid in sorted(feed):
             s = self.series[sid]
-            self._feed_row(sid, int(np.searchsorted(s.open_time_ms, m, side="left")))
+            self._feed_row(sid, int(s.open_time_ms.searchsorted(m)))
 
     def _flatten(self, i: int, m: int) -> None:
         self._catch_up_marks(m + 1)
@@ -202,7 +216,7 @@ class MinuteReplay:
 
     def _account(self, i: int) -> tuple[float, float]:
         """(equity, positions' value) at the closes of minute ``i``, summed as the exchange does."""
-        row = self.closes[i]
+        row = self.closes[i].tolist()
         held = sum([qty * row[col] for _, _, col, qty in self._held])
         return self.exchange.cash + held, held
 
@@ -211,7 +225,7 @@ class MinuteReplay:
         intent = PaperIntent.from_record(rec)
         sid = intent.symbol_id
         equity, _ = self._account(i)
-        row = self.closes[i]
+        row = self.closes[i].tolist()
         exposure = sum([qty * row[col] for _, s, col, qty in self._held if s == sid])
         exposure += sum([p.notional for p in ex.pending_intents() if p.symbol_id == sid])
         decision = self.guards.check_entry(sid, intent.notional, intent.decision_time_ms, equity,
@@ -230,7 +244,7 @@ class MinuteReplay:
         t = self.series[sid].open_time_ms
         # the bar of M reached the executor before this intent: the entry is a later bar
         wanted = max(intent.decision_time_ms + self.config.paper.decision_interval_ms, m + 1)
-        j = int(np.searchsorted(t, wanted, side="left"))
+        j = int(t.searchsorted(wanted))
         if j < len(t):
             self._entries.setdefault(int(t[j]), set()).add(sid)
 
@@ -252,7 +266,7 @@ class MinuteReplay:
         """Give the exchange each held symbol's latest bar opening before ``before_ms``."""
         for sid in sorted({sid for _, sid, _, _ in self._held}):
             t = self.series[sid].open_time_ms
-            j = int(np.searchsorted(t, before_ms, side="left")) - 1
+            j = int(t.searchsorted(before_ms)) - 1
             if j >= 0:
                 self._feed_row(sid, j)
 
@@ -286,7 +300,7 @@ class MinuteReplay:
     def _exit_minute(self, pos) -> int:
         """Open time of the bar whose exit rules fire (``label_trades_nb``); -1 if none."""
         s = self.series[pos.symbol_id]
-        e = int(np.searchsorted(s.open_time_ms, pos.entry_at_ms, side="left"))
+        e = int(s.open_time_ms.searchsorted(pos.entry_at_ms))
         r = self.rules
         _, exit_time, *_ = label_trades_nb(
             s.open_time_ms, s.open, s.high, s.low, s.close, np.array([e], np.int64),
@@ -308,7 +322,7 @@ class MinuteReplay:
 
     def _has_bar(self, sid: int, m: int) -> bool:
         t = self.series[sid].open_time_ms
-        j = int(np.searchsorted(t, m, side="left"))
+        j = int(t.searchsorted(m))
         return j < len(t) and int(t[j]) == m
 
 

@@ -14,7 +14,7 @@ from aegis.paper.backtest import BacktestResult
 from aegis.paper.backtest_inputs import BacktestData
 from aegis.paper.backtest_replay import forward_filled_closes, traded_minutes
 from aegis.paper.exchange import PaperConfig
-from aegis.paper.exits import trade_return_pct_nb
+from aegis.paper.exits import trade_return_pct
 from aegis.paper.report import ReportTrade, StrategyRun
 
 MINUTE_MS = 60_000
@@ -60,7 +60,7 @@ def buy_and_hold_run(
         proceeds = qty * exit_px * (1.0 - slip)
         cash_back = proceeds * (1.0 - fee)
         equity[last] += cash_back - qty * closes[last, j]
-        _, net = trade_return_pct_nb(entry, exit_px, paper.commission_pct, paper.slippage_pct)
+        _, net = trade_return_pct(entry, exit_px, paper.commission_pct, paper.slippage_pct)
         commission = qty * fill * fee + proceeds * fee
         slippage = qty * (fill - entry) + qty * (exit_px - exit_px * (1.0 - slip))
         trades.append(ReportTrade(data.symbols[s.symbol_id], int(s.open_time_ms[first]),

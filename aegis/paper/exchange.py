@@ -4,7 +4,7 @@ Fill rule (the same as the brain's labels, ``aegis.ml.labels``): an intent decid
 opening at ``decision_time_ms`` fills at the **open of the first bar opening at or after
 ``decision_time_ms + decision_interval_ms``** — the first price observed after the decision was
 possible. The entry bar is also the first bar held: its high and low happen after the open fill,
-so its stop and take-profit are checked. Exits run bar by bar through ``exit_check_nb``;
+so its stop and take-profit are checked. Exits run bar by bar through ``exit_check``;
 ``bars_held`` counts elapsed bar intervals since the entry bar's open (a gap in the data never
 stretches the time exit), and an exit is stamped with the close time of its bar.
 
@@ -24,7 +24,7 @@ import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
 
@@ -46,7 +46,7 @@ from aegis.paper.events import (
     SubmitOutcome,
     TradeClosed,
 )
-from aegis.paper.exits import EXIT_FORCED, EXIT_NONE, EXIT_REASONS, exit_check_nb
+from aegis.paper.exits import EXIT_FORCED, EXIT_NONE, EXIT_REASONS, exit_check
 from aegis.paper.intents import PaperIntent
 from aegis.paper.positions import EquitySnapshot, PaperPosition
 from aegis.paper.pricing import close_position
@@ -115,6 +115,7 @@ class PaperExchange:
         self.config = config
         self._filters = dict(filters)
         self._cash = float(cash)
+        self._equity: float | None = None  # memo of equity(); None after any change
         self._pending: dict[int, PaperIntent] = {}
         self._positions: dict[int, PaperPosition] = {}
         self._by_symbol: dict[int, list[int]] = {}
@@ -169,7 +170,11 @@ class PaperExchange:
 
     def equity(self) -> float:
         """Cash plus every open position at its last observed close."""
-        return self._cash + sum(p.market_value for p in self._positions.values())
+        # Memoised: the executor's risk check asks once per intent, and a close burst can bring
+        # ~100 intents while hundreds of positions are open (an O(positions) sum each time).
+        if self._equity is None:
+            self._equity = self._cash + sum(p.market_value for p in self._positions.values())
+        return self._equity
 
     def snapshot(self, time_ms: int) -> EquitySnapshot:
         """The account at ``time_ms`` for ``account_state`` / equity history."""
@@ -293,6 +298,7 @@ class PaperExchange:
         if notional + commission > self._cash:
             return self._reject(intent, time_ms, REJECT_INSUFFICIENT_CASH)
         self._cash -= notional + commission
+        self._equity = None
         pos = PaperPosition(
             intent_id=intent.intent_id, symbol_id=intent.symbol_id, quantity=qty,
             entry_at_ms=time_ms, entry_price=price, entry_fill_price=fill, notional=notional,
@@ -314,17 +320,16 @@ class PaperExchange:
 
     def _step(self, pos, open_time_ms, open_, high, low, close, events) -> None:
         held = (open_time_ms - pos.entry_at_ms) // self.config.bar_interval_ms + 1
-        reason, price = exit_check_nb(
+        reason, price = exit_check(
             pos.entry_price, pos.peak_high, open_, high, low, close, held,
             pos.stop_pct, pos.take_pct, pos.trailing_pct, pos.max_hold_bars,
         )  # fmt: skip
         exit_at = open_time_ms + self.config.bar_interval_ms
         if reason != EXIT_NONE and self._exit(pos, reason, price, exit_at, held, events):
             return
-        self._positions[pos.intent_id] = replace(
-            pos, peak_high=max(pos.peak_high, high), bars_held=held, last_bar_ms=open_time_ms,
-            mark_price=close,
-        )  # fmt: skip
+        peak = max(pos.peak_high, high)
+        self._positions[pos.intent_id] = pos.after_bar(peak, held, open_time_ms, close)
+        self._equity = None
 
     def _exit(self, pos, reason: int, price: float, time_ms: int, held: int, events) -> bool:
         try:
@@ -337,6 +342,7 @@ class PaperExchange:
             return False
         trade, proceeds = close_position(pos, reason, EXIT_REASONS[reason], price, time_ms, held)
         self._cash += proceeds
+        self._equity = None
         self._remove_position(pos)
         events.append(TradeClosed(trade))
         return True
@@ -346,10 +352,12 @@ class PaperExchange:
         return IntentRejected(intent.intent_id, intent.symbol_id, time_ms, reason)
 
     def _add_position(self, pos: PaperPosition) -> None:
+        self._equity = None
         self._positions[pos.intent_id] = pos
         self._by_symbol.setdefault(pos.symbol_id, []).append(pos.intent_id)
         self._seen.add(pos.intent_id)
 
     def _remove_position(self, pos: PaperPosition) -> None:
+        self._equity = None
         del self._positions[pos.intent_id]
         self._by_symbol[pos.symbol_id].remove(pos.intent_id)

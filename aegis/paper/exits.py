@@ -13,8 +13,6 @@ paper results never flatter the model:
 
 from __future__ import annotations
 
-from numba import njit
-
 EXIT_NONE = 0
 EXIT_STOP = 1
 EXIT_TAKE = 2
@@ -31,8 +29,7 @@ EXIT_REASONS = {
 }
 
 
-@njit(cache=True)
-def exit_check_nb(
+def exit_check(
     entry_price: float,
     peak_high: float,
     bar_open: float,
@@ -71,8 +68,7 @@ def exit_check_nb(
     return EXIT_NONE, 0.0
 
 
-@njit(cache=True)
-def trade_return_pct_nb(
+def trade_return_pct(
     entry_price: float, exit_price: float, commission_pct: float, slippage_pct: float
 ) -> tuple[float, float]:
     """Return (gross %, net %) of a long bought at ``entry_price`` and sold at ``exit_price``.

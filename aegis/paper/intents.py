@@ -72,6 +72,6 @@ class PaperIntent:
             predicted_return_pct=float(rec["predicted_return_pct"]),
             confidence=float(rec["confidence"]),
             model_version=int(rec["model_version"]),
-            features=tuple(float(x) for x in rec["features"]),
+            features=tuple(rec["features"].tolist()),
             recv_ns=int(rec["recv_ns"]),
         )

@@ -2,7 +2,7 @@
 
 Prices come in two flavours, kept apart on purpose:
 - ``entry_price`` / ``close_price`` are the *observed* market prices (bar open, stop level, …) —
-  the inputs of ``trade_return_pct_nb`` and of the brain's labels;
+  the inputs of ``trade_return_pct`` and of the brain's labels;
 - ``entry_fill_price`` / ``close_fill_price`` are what the account paid and received after
   slippage (against us on both sides).
 
@@ -68,6 +68,28 @@ class PaperPosition:
     def market_value(self) -> float:
         """Quantity at the last observed close (no exit costs deducted)."""
         return float(self.quantity) * self.mark_price
+
+    def after_bar(
+        self, peak_high: float, bars_held: int, last_bar_ms: int, mark_price: float
+    ) -> PaperPosition:
+        """This position with one more bar processed (``peak_high`` … ``mark_price`` replaced).
+
+        The exchange calls this for every bar of every open position; ``dataclasses.replace``
+        (which looks every field up by name) costs twice as much.
+        """
+        return PaperPosition(
+            intent_id=self.intent_id, symbol_id=self.symbol_id, quantity=self.quantity,
+            entry_at_ms=self.entry_at_ms, entry_price=self.entry_price,
+            entry_fill_price=self.entry_fill_price, notional=self.notional,
+            entry_commission=self.entry_commission, commission_pct=self.commission_pct,
+            slippage_pct=self.slippage_pct, stop_pct=self.stop_pct, take_pct=self.take_pct,
+            trailing_pct=self.trailing_pct, max_hold_bars=self.max_hold_bars,
+            peak_high=peak_high, bars_held=bars_held, last_bar_ms=last_bar_ms,
+            mark_price=mark_price, decision_time_ms=self.decision_time_ms,
+            predicted_return_pct=self.predicted_return_pct, confidence=self.confidence,
+            model_version=self.model_version, position_size_pct=self.position_size_pct,
+            features=self.features,
+        )  # fmt: skip
 
     def to_record(self) -> dict[str, Any]:
         """Plain dict for the ``virtual_positions`` row (Decimal quantity, list of features)."""

@@ -1,13 +1,13 @@
 """Money of one closed paper trade: fills, commission, slippage and returns, from one formula.
 
-The % returns come from ``trade_return_pct_nb`` — the definition the brain's labels use — and
+The % returns come from ``trade_return_pct`` — the definition the brain's labels use — and
 the quote-asset amounts are derived from the same fill prices, so the pnl of a trade divided by
 its cost is its net % return.
 """
 
 from __future__ import annotations
 
-from aegis.paper.exits import trade_return_pct_nb
+from aegis.paper.exits import trade_return_pct
 from aegis.paper.positions import PaperPosition, PaperTrade
 
 
@@ -20,7 +20,7 @@ def close_position(
     proceeds = qty * fill
     exit_commission = proceeds * pos.commission_pct / 100.0
     cash_in = proceeds - exit_commission
-    gross, net = trade_return_pct_nb(pos.entry_price, price, pos.commission_pct, pos.slippage_pct)
+    gross, net = trade_return_pct(pos.entry_price, price, pos.commission_pct, pos.slippage_pct)
     slippage_quote = qty * (pos.entry_fill_price - pos.entry_price) + qty * (price - fill)
     trade = PaperTrade.closing(
         pos,

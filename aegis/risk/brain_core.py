@@ -225,11 +225,15 @@ class BrainCore:
             good_px = np.isfinite(prices).all(0) & (prices > 0).all(0) & np.isfinite(bars["volume"])
         aligned = t % MINUTE_MS == 0
         known = idx >= 0
-        dropped["not_closed"] = int((~closed).sum())
-        dropped["unknown_symbol"] = int((closed & ~known).sum())
-        dropped["bad_price"] = int((closed & known & ~good_px).sum())
-        dropped["misaligned"] = int((closed & known & good_px & ~aligned).sum())
-        keep = np.flatnonzero(closed & known & good_px & aligned)
+        ok = closed & known & good_px & aligned
+        if ok.all():  # the live case; counting what is dropped costs a dozen array passes
+            keep = np.arange(n)
+        else:
+            dropped["not_closed"] = int((~closed).sum())
+            dropped["unknown_symbol"] = int((closed & ~known).sum())
+            dropped["bad_price"] = int((closed & known & ~good_px).sum())
+            dropped["misaligned"] = int((closed & known & good_px & ~aligned).sum())
+            keep = np.flatnonzero(ok)
         order = keep[np.lexsort((idx[keep], t[keep]))]
         fresh = t[order] > self._last_t[idx[order]]
         # the same (symbol, minute) twice in one batch: keep the first
@@ -240,8 +244,11 @@ class BrainCore:
         intents, signals, labels = [], [], []
         if len(use):
             minutes = t[use]
-            cuts = np.flatnonzero(np.diff(minutes)) + 1
-            for group in np.split(use, cuts):
+            if minutes[0] == minutes[-1]:  # sorted by minute: one minute (the live case)
+                groups = (use,)
+            else:
+                groups = np.split(use, np.flatnonzero(np.diff(minutes)) + 1)
+            for group in groups:
                 i_part, s_part, l_part = self._on_minute(bars[group], idx[group], model, replay)
                 intents.append(i_part)
                 signals.append(s_part)
@@ -286,6 +293,8 @@ class BrainCore:
     def _decide(self, ids, rsym, rtime, recv, feats, is_cand, conf, model, replay):
         """Decide each decision time of one closing minute; queue every candidate for labels."""
         intents, signals = [], []
+        if not is_cand.any():
+            return intents, signals  # no candidate at this close: nothing to decide or label
         for g in group_by_decision_time(rtime):
             if not is_cand[g].any():
                 continue  # nothing to decide, size or label (most groups: a hot path)

@@ -153,12 +153,31 @@ class Predictor(Protocol):
     model: object  # has predict(features (k, 12)) -> (k,)
 
 
+_GOLDEN = 0x9E3779B97F4A7C15
+_MIX1 = 0xBF58476D1CE4E5B9
+_MIX2 = 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+# Below this many rows the hash runs on Python ints: a numpy call costs more than a row.
+_SCALAR_IDS_BELOW = 16
+
+
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
+    # uint64 arrays wrap silently (only numpy scalars warn on overflow); x is always an array
+    z = x + np.uint64(_GOLDEN)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(_MIX1)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(_MIX2)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _splitmix64_int(z: int) -> int:
+    """``_splitmix64`` of one value held as a Python int in [0, 2**64)."""
+    z = (z + _GOLDEN) & _U64
+    z = ((z ^ (z >> 30)) * _MIX1) & _U64
+    z = ((z ^ (z >> 27)) * _MIX2) & _U64
+    return z ^ (z >> 31)
 
 
 def intent_ids(
@@ -171,8 +190,13 @@ def intent_ids(
     """
     sym = np.atleast_1d(np.asarray(symbol_id)).astype(np.uint64)
     t = np.atleast_1d(np.asarray(decision_time_ms)).astype(np.int64).view(np.uint64)
+    tf = np.uint64(decision_tf_ms)
+    if len(sym) < _SCALAR_IDS_BELOW and sym.shape == t.shape:
+        mix, tf_int = _splitmix64_int, int(tf)
+        pairs = zip(t.tolist(), sym.tolist(), strict=True)
+        return np.array([mix(mix(mix(a) ^ b) ^ tf_int) or 1 for a, b in pairs], np.uint64)
     h = _splitmix64(_splitmix64(t) ^ sym)
-    h = _splitmix64(h ^ np.uint64(decision_tf_ms))
+    h = _splitmix64(h ^ tf)
     h[h == 0] = 1
     return h
 
@@ -197,19 +221,23 @@ def decide(
     exposure = np.asarray(symbol_exposure, dtype=np.float64)
     if exposure.shape != rows.symbol_id.shape:
         raise DecisionInputError("symbol_exposure needs one value per row")
-    sym = np.asarray(rows.symbol_id)[cand]
-    ordered = np.sort(sym)
-    if (ordered[1:] == ordered[:-1]).any():
-        raise DecisionInputError("one row per symbol per decision")
-    feats = rows.features[cand]
-    conf = rows.confidence[cand]
     n = len(cand)
+    # Every row a candidate (the common case) selects by a slice: no copies of the inputs.
+    pick = slice(None) if n == len(exposure) else cand
+    sym = np.asarray(rows.symbol_id)[pick]
+    if n > 1 and len(set(sym.tolist())) != n:
+        raise DecisionInputError("one row per symbol per decision")
+    feats = rows.features[pick]
+    conf = rows.confidence[pick]
+    dtime = rows.decision_time_ms[pick]
     if model is None:
         pred = np.full(n, np.nan)
         wanted = conf >= policy.cold_start_min_confidence
-        sizing = dataclasses.replace(policy.sizing, method="fixed_fractional")
+        sizing = policy.sizing
+        if sizing.method != "fixed_fractional":
+            sizing = dataclasses.replace(sizing, method="fixed_fractional")
         sized = size_positions(
-            equity, np.where(wanted, conf, np.nan), sym, exposure[cand], open_positions, sizing,
+            equity, np.where(wanted, conf, np.nan), sym, exposure[pick], open_positions, sizing,
             stop_pct=policy.stop_pct, take_pct=policy.take_pct,
         )  # fmt: skip
         notional = np.minimum(sized.notional, policy.cold_start_notional)
@@ -218,18 +246,18 @@ def decide(
         pred = np.asarray(model.model.predict(feats), dtype=np.float64) if n else np.empty(0)
         wanted = pred > policy.threshold_pct
         sized = size_positions(
-            equity, np.where(wanted, pred, np.nan), sym, exposure[cand], open_positions,
+            equity, np.where(wanted, pred, np.nan), sym, exposure[pick], open_positions,
             policy.sizing, stop_pct=policy.stop_pct, take_pct=policy.take_pct,
             win_prob=model.win_probability, atr_pct=feats[:, _ATR_COLUMN],
         )  # fmt: skip
         notional = sized.notional
         version = int(model.version)
     entered = notional > 0.0
-    ids = intent_ids(sym, rows.decision_time_ms[cand], policy.decision_tf_ms)
+    ids = intent_ids(sym, dtime, policy.decision_tf_ms)
 
     signals = np.zeros(n, SIGNAL_DTYPE)
     signals["intent_id"] = ids
-    signals["decision_time_ms"] = rows.decision_time_ms[cand]
+    signals["decision_time_ms"] = dtime
     signals["symbol_id"] = sym
     code = np.where(entered, DECISION_ENTERED,
                     np.where(wanted, DECISION_RISK_CAPPED, DECISION_BELOW_THRESHOLD))  # fmt: skip
@@ -245,9 +273,11 @@ def decide(
         return Decision(signals, np.zeros(0, INTENT_DTYPE))
     take = np.flatnonzero(entered)
     intents = np.zeros(len(take), INTENT_DTYPE)
+    if len(take) == n:
+        take = slice(None)
     intents["intent_id"] = ids[take]
-    intents["decision_time_ms"] = rows.decision_time_ms[cand][take]
-    intents["recv_ns"] = rows.recv_ns[cand][take]
+    intents["decision_time_ms"] = dtime[take]
+    intents["recv_ns"] = rows.recv_ns[pick][take]
     intents["symbol_id"] = sym[take]
     intents["side"] = SIDE_BUY
     intents["notional"] = notional[take]

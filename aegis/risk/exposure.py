@@ -18,7 +18,6 @@ import numpy as np
 from aegis.records import REPORT_INTENT_REJECTED, REPORT_TRADE_CLOSED
 
 _NEVER = np.iinfo(np.int64).max  # no open position
-_FEW = 16  # open symbols below which a loop of comparisons beats a sorted lookup
 
 
 @dataclass(frozen=True)
@@ -53,22 +52,11 @@ class ExposureBook:
     def exposure(self, symbol_id: np.ndarray) -> np.ndarray:
         """Quote notional open per listed symbol."""
         ids = np.asarray(symbol_id, dtype=np.int64)
-        out = np.zeros(ids.shape, np.float64)
         if not self._by_symbol or not ids.size:
-            return out
-        if len(self._by_symbol) <= _FEW:
-            for s, value in self._by_symbol.items():
-                out[ids == s] = value
-            return out
-        # Many open symbols (hundreds with a large universe): one sorted lookup.
-        held = np.fromiter(self._by_symbol, np.int64, len(self._by_symbol))
-        value = np.fromiter(self._by_symbol.values(), np.float64, len(self._by_symbol))
-        order = np.argsort(held)
-        held, value = held[order], value[order]
-        at = np.minimum(np.searchsorted(held, ids), len(held) - 1)
-        hit = held[at] == ids
-        out[hit] = value[at[hit]]
-        return out
+            return np.zeros(ids.shape, np.float64)
+        get = self._by_symbol.get
+        held = [get(s, 0.0) for s in ids.ravel().tolist()]
+        return np.array(held, np.float64).reshape(ids.shape)
 
     def open(self, intent_id: int, symbol_id: int, notional: float, decision_time_ms: int) -> None:
         """Count a published (or restored) position; the same id twice counts once."""
@@ -79,9 +67,11 @@ class ExposureBook:
         self._by_symbol[symbol_id] = self._by_symbol.get(symbol_id, 0.0) + float(notional)
 
     def open_intents(self, intents: np.ndarray) -> None:
-        for rec in intents:
-            self.open(int(rec["intent_id"]), int(rec["symbol_id"]), float(rec["notional"]),
-                      int(rec["decision_time_ms"]))  # fmt: skip
+        if not len(intents):
+            return
+        columns = ("intent_id", "symbol_id", "notional", "decision_time_ms")
+        for row in zip(*(intents[c].tolist() for c in columns), strict=True):
+            self.open(*row)
 
     def _close(self, intent_id: int) -> OpenExposure | None:
         pos = self._open.pop(intent_id, None)

@@ -117,21 +117,24 @@ class KillSwitch:
 
     def observe(self, equity: float, time_ms: int) -> KillSwitchTrip | None:
         """Feed the current equity; return the trip when this observation trips it, else None."""
-        _check_equity(equity)
+        # Called for every minute of a backtest: the common case calls no other function.
+        if not (math.isfinite(equity) and equity >= 0.0):
+            _check_equity(equity)
         day = time_ms // DAY_MS
         if day > self.day:
             self.day = day
             self.day_start_equity = equity
-        self.peak_equity = max(self.peak_equity, equity)
+        peak = self.peak_equity = max(self.peak_equity, equity)
         if self.trip is not None:
             return None
         lim = self.limits
-        daily = _loss_pct(self.day_start_equity, equity)
+        start = self.day_start_equity
+        daily = (start - equity) / start * 100.0 if start > 0 else 0.0
         if lim.max_daily_loss_pct and daily >= lim.max_daily_loss_pct:
             self.trip = KillSwitchTrip(KILL_MAX_DAILY_LOSS, time_ms, equity,
                                        self.day_start_equity, daily, lim.max_daily_loss_pct)  # fmt: skip
             return self.trip
-        drawdown = _loss_pct(self.peak_equity, equity)
+        drawdown = (peak - equity) / peak * 100.0 if peak > 0 else 0.0
         if lim.max_drawdown_pct and drawdown >= lim.max_drawdown_pct:
             self.trip = KillSwitchTrip(KILL_MAX_DRAWDOWN, time_ms, equity, self.peak_equity,
                                        drawdown, lim.max_drawdown_pct)  # fmt: skip
@@ -220,10 +223,6 @@ class RiskGuards:
         if last is not None and time_ms - last < lim.min_entry_interval_ms:
             return EntryDecision(False, REJECT_ENTRY_COOLDOWN)
         return ALLOWED
-
-
-def _loss_pct(reference: float, equity: float) -> float:
-    return (reference - equity) / reference * 100.0 if reference > 0 else 0.0
 
 
 def _check_equity(equity: float) -> None:

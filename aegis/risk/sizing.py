@@ -23,6 +23,7 @@ allocation does not depend on equity, so sizes never shrink when equity grows.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,17 +120,50 @@ def size_positions(
     exposure = np.asarray(symbol_exposure, dtype=np.float64)
     if ids.shape != (n,) or exposure.shape != (n,):
         raise SizingInputError("symbol_id and symbol_exposure need one value per candidate")
-    if len(np.unique(ids)) != n:
+    if n > 1 and len(set(ids.tolist())) != n:
         raise SizingInputError("one candidate per symbol per call")
-    if not (np.isfinite(equity) and equity >= 0):
+    if not (math.isfinite(equity) and equity >= 0):
         raise SizingInputError(f"equity must be finite and >= 0, got {equity}")
-    if not np.isfinite(exposure).all() or (exposure < 0).any():
+    if not ((exposure >= 0.0) & (exposure < math.inf)).all():
         raise SizingInputError("symbol_exposure must be finite and >= 0")
     if open_positions < 0:
         raise SizingInputError("open_positions must be >= 0")
+    # Most decisions size a handful of rows: with scalar exits, the per-row stop, take and risk
+    # are one Python float each (the same IEEE operations numpy would repeat on every row).
+    scalar = policy.method == "fixed_fractional" and all(
+        isinstance(x, (int, float)) for x in (stop_pct, take_pct)
+    )
+    if scalar:
+        stop_s, take_s = float(stop_pct), float(take_pct)
+        stop, take = np.full(n, stop_s), np.full(n, take_s)
+        usable = (math.isfinite(stop_s) and MIN_STOP_PCT <= stop_s < 100
+                  and math.isfinite(take_s) and take_s > 0)  # fmt: skip
+        edge = (pred > 0.0) & (pred < math.inf) & usable
+        risk = equity * (policy.risk_per_trade_pct / 100.0) / (stop_s / 100.0) if usable else 0.0
+        raw = np.where(edge, risk, 0.0)
+    else:
+        raw, edge, stop, take = _raw_sizes(equity, pred, policy, stop_pct, take_pct, win_prob,
+                                           atr_pct)  # fmt: skip
+
+    room = np.maximum(equity * policy.max_symbol_exposure_pct / 100.0 - exposure, 0.0)
+    notional = np.minimum(np.minimum(raw, equity * policy.max_position_pct / 100.0), room)
+    notional[~edge] = 0.0
+
+    needs_slot = (notional > 0.0) & (exposure <= 0.0)
+    slots = max(policy.max_open_positions - open_positions, 0)
+    if np.count_nonzero(needs_slot) > slots:
+        wanting = np.flatnonzero(needs_slot)
+        # highest predicted return first; ties keep candidate order (stable sort)
+        ranked = wanting[np.argsort(-pred[wanting], kind="stable")]
+        notional[ranked[slots:]] = 0.0
+    return SizingResult(notional=notional, stop_pct=stop, take_pct=take)
+
+
+def _raw_sizes(equity, pred, policy, stop_pct, take_pct, win_prob, atr_pct):
+    """Per-row (uncapped notional, edge, stop %, take %) when exits or risk vary by row."""
+    n = len(pred)
     stop = np.broadcast_to(np.asarray(stop_pct, dtype=np.float64), (n,)).copy()
     take = np.broadcast_to(np.asarray(take_pct, dtype=np.float64), (n,)).copy()
-
     if policy.method == "atr":
         atr = np.broadcast_to(np.asarray(atr_pct, dtype=np.float64), (n,))
         ratio = take / stop
@@ -152,16 +186,4 @@ def size_positions(
         else:
             risk_share = np.full(n, policy.risk_per_trade_pct / 100.0)
         raw = np.where(edge, equity * risk_share / (stop / 100.0), 0.0)
-
-    room = np.maximum(equity * policy.max_symbol_exposure_pct / 100.0 - exposure, 0.0)
-    notional = np.minimum(np.minimum(raw, equity * policy.max_position_pct / 100.0), room)
-    notional[~edge] = 0.0
-
-    needs_slot = (notional > 0.0) & (exposure <= 0.0)
-    slots = max(policy.max_open_positions - open_positions, 0)
-    if needs_slot.sum() > slots:
-        wanting = np.flatnonzero(needs_slot)
-        # highest predicted return first; ties keep candidate order (stable sort)
-        ranked = wanting[np.argsort(-pred[wanting], kind="stable")]
-        notional[ranked[slots:]] = 0.0
-    return SizingResult(notional=notional, stop_pct=stop, take_pct=take)
+    return raw, edge, stop, take

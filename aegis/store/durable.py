@@ -11,6 +11,9 @@ transient failures with jittered exponential backoff. Rows go to an append-only 
   and new rows go straight there, so a crash during an outage loses at most ``spill_after_s``
   of data that only ever lived in memory (a clean ``close()`` spills everything).
 
+With ``linger_s`` the writer waits that long after the first row of an empty queue, so the
+rows a burst submits go out as one batch after it rather than competing with it.
+
 A batch is first COPY'd straight into its table (fastest); if that hits a key conflict the
 transaction aborts and the batch takes the staged path (COPY into a temp table, then
 ``INSERT … ON CONFLICT``), so the outcome is the same either way.
@@ -91,6 +94,7 @@ class DurableWriter:
         backoff_base_s: float = 0.05,
         backoff_cap_s: float = 5.0,
         rescan_s: float = 30.0,
+        linger_s: float = 0.0,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -104,6 +108,8 @@ class DurableWriter:
         self._backoff = (backoff_base_s, backoff_cap_s, rng or random.Random())
         self._delays = backoff_delays(*self._backoff)
         self._rescan = rescan_s
+        self._linger = linger_s
+        self._queued_since = 0.0  # when the queue last went from empty to not empty
         self._sleep = sleep
         self._clock = clock
         self._partitions = PartitionCache()
@@ -146,6 +152,8 @@ class DurableWriter:
             self._closing or self._spilling_direct() or self._queued + len(tuples) > self._max_rows
         )
         if not (to_disk and self._try_spill(table, tuples)):
+            if not self._queue:
+                self._queued_since = self._clock()
             self._queue.append(_Batch(table, tuples))
             self._queued += len(tuples)
         self._wakeup.set()
@@ -221,6 +229,11 @@ class DurableWriter:
                     await self._probe()
                     self._mark_up()
                 if self._queue:
+                    wait = self._queued_since + self._linger - self._clock()
+                    if wait > 0 and not self._closing:
+                        # Rows come in bursts (every symbol's bar closes at once); written
+                        # after it, they are one batch and leave the CPU to its decisions.
+                        await asyncio.sleep(wait)
                     await self._write_head()
                 else:
                     if self._active is not None:  # caught up: let our own file be replayed
