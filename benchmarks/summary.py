@@ -200,6 +200,14 @@ HEADLINES: list[tuple[str, str, str, str, str, object]] = [
         "≤ 1024",
         lambda v: v <= 1024,
     ),
+    (
+        "e2e",
+        "kernel_rss_mb_total_with_spares",
+        "RSS of the kernel with its three warm spares (default)",
+        "MB",
+        "≤ 1024",
+        lambda v: v <= 1024,
+    ),
 ]
 
 
