@@ -34,9 +34,6 @@ from aegis.store.executor_tables import ExecutorTables, RestoredBook
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # records per ring batch: bounds one synchronous stretch well under 250 ms
-# Bars per batch: an intent that arrives while a bar batch is being applied waits for it (see
-# ``run``), so a close burst of 300 symbols is applied in slices of ~1 ms each, not as one.
-MAX_BAR_BATCH = 128
 IDLE_WAIT_S = 0.1  # longest sleep without a wake-up: bounds the reaction to a stop request
 
 
@@ -94,13 +91,9 @@ class ExecutorProcess(KernelProcess):
         directory: SymbolDirectory | None = None,
         checkpoint: Callable[[str], None] | None = None,
         max_batch: int = MAX_BATCH,
-        max_bar_batch: int | None = None,
     ) -> None:
         self._directory = directory
         self._max_batch = max_batch
-        self._max_bar_batch = (
-            min(max_batch, MAX_BAR_BATCH) if max_bar_batch is None else max_bar_batch
-        )
         self.live: LiveSession | None = None
         self._checkpoint = checkpoint
         self.service: ExecutorService | None = None
@@ -136,7 +129,7 @@ class ExecutorProcess(KernelProcess):
         self._intents = ctx.consumer("intents", max_batch=self._max_batch)
         # The kernel's topology pipelines this consumer after the brain's (``after``).
         self._market = ctx.consumer(
-            "market", max_batch=self._max_bar_batch, patience_s=settings.brain_patience_s
+            "market", max_batch=self._max_batch, patience_s=settings.brain_patience_s
         )
 
     async def run(self, ctx: ProcessContext) -> None:

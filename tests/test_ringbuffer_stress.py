@@ -110,7 +110,7 @@ def test_ring_stress_public_api_batches_never_torn_nor_overwritten_before_commit
     try:
         consumer = ring.consumer(0, wait=YieldingWait())
         child = _run_producer(name, total)
-        expected = torn_on_read = torn_before_commit = batches = 0
+        expected = torn_on_read = torn_before_commit = largest = 0
         while expected < total:
             batch = consumer.wait_for(timeout=30.0)
             assert len(batch), f"producer stalled at {expected}"
@@ -122,12 +122,14 @@ def test_ring_stress_public_api_batches_never_torn_nor_overwritten_before_commit
             torn_before_commit += int(np.count_nonzero(batch["seq"] != sequences))
             torn_before_commit += int(np.count_nonzero((batch["words"] != want).any(axis=1)))
             expected += len(batch)
-            batches += 1
+            largest = max(largest, len(batch))
             consumer.commit()
         child.join(30)
         assert child.exitcode == 0
         assert (torn_on_read, torn_before_commit) == (0, 0)
-        assert batches > total // 16  # the producer really lapped the 16-slot ring
+        # 50k records through 16 slots lapped the ring ~3k times; a batch never spans more
+        # than the ring holds (how full batches are depends on the machine's load).
+        assert largest <= 16
     finally:
         if child is not None:
             _stop(child)
