@@ -66,7 +66,7 @@ class Settings:
     crash_loop_window_s: float = setting(300.0, "Window of the crash-loop count.")
     start_timeout_s: float = setting(30.0, "A child not ready this long after start is restarted.")
     warm_spares: bool = setting(
-        True, "Keep a pre-started spare per process: ~0.03 s restarts, ~200 MB RSS each."
+        True, "Keep a pre-started spare per process: ~0.05 s restarts, 60-115 MB RSS each."
     )
     memory_ceiling_mb: int = setting(
         1024, "A child whose RSS exceeds this is restarted (reason memory)."
