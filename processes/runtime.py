@@ -268,7 +268,9 @@ def settle_heap() -> None:
     Imports and start-up leave 80-90k tracked objects; a full collection walks them all, about
     40 ms here, at whatever moment allocations trigger it, possibly in the middle of a close
     burst. Frozen objects are never scanned again; what is allocated later is collected as
-    usual. Call it again after a large warm-up.
+    usual. (A cycle among frozen objects that becomes garbage later is never reclaimed: what
+    exists at start-up lives as long as the process anyway.) Call it again after a large
+    warm-up.
     """
     gc.collect()
     gc.freeze()
