@@ -73,26 +73,23 @@ def _pointer(context, builder, address, index):
     return builder.gep(base, [index])
 
 
-@intrinsic
-def _int64_at(typingctx, address):
-    """Return ``address`` as an int64 pointer (for ``carray``)."""
-    signature = types.CPointer(types.int64)(types.int64)
+def _address_as_pointer(pointee):
+    """An intrinsic that returns an int64 address as a pointer to ``pointee`` (for ``carray``)."""
 
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+    @intrinsic
+    def cast(typingctx, address):
+        signature = types.CPointer(pointee)(types.int64)
 
-    return signature, codegen
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+        return signature, codegen
+
+    return cast
 
 
-@intrinsic
-def _uint64_at(typingctx, address):
-    """Return ``address`` as a uint64 pointer (for ``carray``)."""
-    signature = types.CPointer(types.uint64)(types.int64)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-    return signature, codegen
+_int64_at = _address_as_pointer(types.int64)
+_uint64_at = _address_as_pointer(types.uint64)
 
 
 @intrinsic
