@@ -69,18 +69,6 @@ async def test_hot_cache_latest_bar_fills_l1_then_l2_from_postgres(
         await cache.database.close()
 
 
-async def test_hot_cache_put_bar_older_than_l1_is_ignored(
-    pg_migrated_dsn: str, redis_url: str, redis_prefix: str
-) -> None:
-    cache = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)
-    new = LatestBar("XUSDT", "1m", T0 + 60_000, 1.0, 1.0, 1.0, 1.0, 1.0)
-    await cache.put_bar(new)
-    await cache.put_bar(LatestBar("XUSDT", "1m", T0, 2.0, 2.0, 2.0, 2.0, 1.0))
-    assert await cache.latest_bar("XUSDT", "1m") == new
-    await cache.close()
-    await cache.database.close()
-
-
 async def test_hot_cache_account_state_roundtrips_decimals_exactly_through_redis(
     pg_migrated_dsn: str, redis_url: str, redis_prefix: str
 ) -> None:
@@ -177,7 +165,7 @@ async def test_hot_cache_writer_task_cancelled_mid_command_always_stops(
     await cache.database.close()
 
 
-async def test_hot_cache_put_bars_sends_many_in_one_round_trip_and_skips_older_ones(
+async def test_hot_cache_put_bars_sends_many_in_one_round_trip_and_skips_older_ones_like_put_bar(
     pg_migrated_dsn: str, redis_url: str, redis_prefix: str
 ) -> None:
     cache = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)
@@ -186,6 +174,8 @@ async def test_hot_cache_put_bars_sends_many_in_one_round_trip_and_skips_older_o
     bars = [LatestBar(f"S{i}USDT", "1m", T0, 1.0, 1.0, 1.0, float(i), 1.0) for i in range(50)]
     older = LatestBar("AUSDT", "1m", T0, 1.0, 1.0, 1.0, 1.0, 1.0)
     assert await cache.put_bars([*bars, older]) == 50
+    await cache.put_bar(older)  # one bar takes the same path
+    assert await cache.latest_bar("AUSDT", "1m") == newer
     other = HotCache(Database(pg_migrated_dsn), redis_url, prefix=redis_prefix)  # empty L1
     assert await other.latest_bar("S49USDT", "1m") == bars[49]
     assert await other.latest_bar("AUSDT", "1m") == newer
