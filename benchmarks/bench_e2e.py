@@ -8,7 +8,7 @@ bars as 300 symbols (the bundled series plus symbols derived from them):
    60 / speed wall seconds, as Binance sends them at each minute's close): per intent, the
    feed's WebSocket receive stamp of the bar (``recv_ns``, copied into the intent by the brain)
    → the brain's publish stamp → the executor's receive stamp (``e2e_executor``: the production
-   executor with its intents consumer wrapped to stamp each poll). All CLOCK_MONOTONIC, so a
+   executor, stamping each batch of intents as it takes it from the ring, before deciding). All CLOCK_MONOTONIC, so a
    cross-process latency is a subtraction. For enough samples the brain decides on 1m bars
    with the EMA(10/30) crossover rule (frequent candidates), no position cap and no minimum
    confidence, so every candidate is an intent; only intents decided after the catch-up count.

@@ -1,12 +1,12 @@
 """The production executor with one measuring hook, for ``bench_e2e``.
 
 ``MeasuredExecutor`` is ``aegis.processes.executor.ExecutorProcess`` unchanged except that its
-intents consumer is wrapped: each batch it polls is stamped with ``time.monotonic_ns()`` at
-once, before the executor does anything with it. Per intent it keeps the bar's ``recv_ns``
-(the feed's WebSocket receive time, copied into the intent by the brain), the brain's
-``publish_ns`` and that receive stamp — all CLOCK_MONOTONIC, shared by every process — and
-saves them to ``<home>/e2e_intents.npy`` every 10 s and at stop (the save runs in the loop
-it measures: rarely, so it seldom lands in a burst).
+service's ``decide_intents`` is wrapped: each batch of intents the executor takes from the ring
+is stamped with ``time.monotonic_ns()`` at once, before it decides anything. Per intent it keeps
+the bar's ``recv_ns`` (the feed's WebSocket receive time, copied into the intent by the brain),
+the brain's ``publish_ns`` and that receive stamp — all CLOCK_MONOTONIC, shared by every
+process — and saves them to ``<home>/e2e_intents.npy`` every 10 s and at stop (the save runs
+in the loop it measures: rarely, so it seldom lands in a burst).
 """
 
 from __future__ import annotations
@@ -23,28 +23,6 @@ STAMP_DTYPE = np.dtype([("recv_ns", np.int64), ("publish_ns", np.int64), ("exec_
 SAVE_EVERY_S = 10.0
 
 
-class _StampedConsumer:
-    """Delegates to the ring consumer; stamps every non-empty poll."""
-
-    def __init__(self, inner, sink: list[np.ndarray]) -> None:
-        self._inner = inner
-        self._sink = sink
-
-    def poll(self):
-        batch = self._inner.poll()
-        if len(batch):
-            now = time.monotonic_ns()
-            stamps = np.empty(len(batch), STAMP_DTYPE)
-            stamps["recv_ns"] = batch["recv_ns"]
-            stamps["publish_ns"] = batch["publish_ns"]
-            stamps["exec_ns"] = now
-            self._sink.append(stamps)
-        return batch
-
-    def __getattr__(self, name):
-        return getattr(self._inner, name)
-
-
 class MeasuredExecutor(ExecutorProcess):
     def __init__(self) -> None:
         super().__init__()
@@ -54,16 +32,23 @@ class MeasuredExecutor(ExecutorProcess):
 
     async def open(self, ctx: ProcessContext) -> None:
         await super().open(ctx)
-        self._intents = _StampedConsumer(self._intents, self.stamps)
         self._path = Path(ctx.settings.home) / "e2e_intents.npy"
+        decide = self.service.decide_intents
 
-    async def _take_intents(self) -> int:
-        handled = await super()._take_intents()
-        now = time.monotonic()
-        if now >= self._next_save:
-            self._next_save = now + SAVE_EVERY_S
-            self.save()
-        return handled
+        async def stamped(records: np.ndarray):
+            stamps = np.empty(len(records), STAMP_DTYPE)
+            stamps["exec_ns"] = time.monotonic_ns()
+            stamps["recv_ns"] = records["recv_ns"]
+            stamps["publish_ns"] = records["publish_ns"]
+            self.stamps.append(stamps)
+            step = await decide(records)
+            now = time.monotonic()
+            if now >= self._next_save:
+                self._next_save = now + SAVE_EVERY_S
+                self.save()
+            return step
+
+        self.service.decide_intents = stamped
 
     def save(self) -> None:
         if self._path is None:

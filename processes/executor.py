@@ -6,9 +6,11 @@ intents, every intent id already seen, cash) before reading any ring, so a resta
 where the last life's committed writes stopped. It reads the ``market`` ring (consumer 1 of the
 feed) after the brain (a pipeline: a bar reaches the executor once the brain has decided on it,
 unless the brain stalls ``AEGIS_BRAIN_PATIENCE_S``) and the ``intents`` ring; intents first. It
-sleeps on the rings' wake-ups (``RingWaiter``), hands each batch to ``ExecutorService`` —
-which returns once the batch's rows are committed — and only then commits the ring batch. SIGTERM lets the current batch finish, then ``drain`` takes what is
-left in both rings, persists it and the process exits 0.
+sleeps on the rings' wake-ups (``RingWaiter``) and hands each batch to ``ExecutorService``; a
+ring batch is committed only once its rows are. Intents are decided as soon as they are
+published, while earlier ones are still being written (``executor_intents``). SIGTERM lets
+the batches in hand be written, then ``drain`` takes what is left in both rings, persists it
+and the process exits 0.
 
 Live mode (``AEGIS_MODE=live``): orders go to ``AEGIS_REST_URL`` through
 ``aegis.binance.live.LiveExchange`` (see ``executor_live``), which journals each order before
@@ -23,11 +25,13 @@ from collections.abc import Callable
 
 from aegis.kernel.topology import ProcessConfig
 from aegis.notify.notifier import DeliveryPolicy, Notifier
+from aegis.processes.executor_intents import IntentPipeline
 from aegis.processes.executor_live import LiveSession, open_live
 from aegis.processes.executor_service import ExecutorService, PersistAborted
 from aegis.processes.executor_symbols import SymbolDirectory, kernel_symbol_directory
 from aegis.processes.ring_waiter import RingWaiter
 from aegis.processes.runtime import KernelProcess, ProcessContext, run_process
+from aegis.ringbuffer import ReadAhead
 from aegis.store.executor_rows import LedgerBatch
 from aegis.store.executor_tables import ExecutorTables, RestoredBook
 
@@ -101,6 +105,7 @@ class ExecutorProcess(KernelProcess):
         self.tables: ExecutorTables | None = None
         self._intents = None
         self._market = None
+        self._pipeline: IntentPipeline | None = None
 
     async def open(self, ctx: ProcessContext) -> None:
         settings = ctx.settings
@@ -133,65 +138,72 @@ class ExecutorProcess(KernelProcess):
         )
 
     async def run(self, ctx: ProcessContext) -> None:
-        """Intents are never queued behind a bar batch's database write (see ``step``).
+        """Intents never wait for a database write (see ``executor_intents``).
 
-        A bar batch's write runs as a task on its own connection while new intents are decided
-        and written on the other. A new bar batch starts only when the last one is committed
-        and no intent write is in flight, so a fill can never be written before the NEW order
-        row it fills.
+        Intents are decided as they arrive while earlier ones are written; a bar batch's write
+        runs as a task on its own connection while new intents are decided and written on the
+        other. A new bar batch starts only when the last one is committed and every intent
+        decided so far is written, so a fill can never be written before the NEW order row it
+        fills.
         """
-        waiter = RingWaiter((self._intents, self._market))
+        intents = self._intent_pipeline()
+        waiter = RingWaiter((intents.reader, self._market))
         bar_write: asyncio.Task | None = None
         try:
             while not ctx.stopping:
-                worked = await self._take_intents()
+                worked = await intents.take()
+                worked = intents.settle() or worked
                 if bar_write is not None and bar_write.done():
                     handled, bar_write = bar_write.result(), None  # re-raises its failure
                     self._market.commit()
                     worked = worked or handled
-                if bar_write is None:
+                if bar_write is None and intents.idle:
                     bars = self._market.poll()
                     if len(bars):
-                        if len(self._intents.poll()):
+                        if intents.reader.ready:
                             continue  # intents decided on these bars go first
                         bar_write = asyncio.create_task(self.service.handle_bars(bars))
                         worked = True
                 if worked:
                     await asyncio.sleep(0)
                     continue
-                if bar_write is not None:  # its bars stay readable until committed
-                    await waiter.wait(IDLE_WAIT_S, (self._intents,), also=bar_write)
-                else:
+                if bar_write is None and intents.idle:
                     # Bars held for the brain: its commit wakes us (``RingBinding.wakes``).
                     await waiter.wait(IDLE_WAIT_S)
+                else:  # a batch's bars and intents stay readable until committed
+                    await waiter.wait(IDLE_WAIT_S, (intents.reader,),
+                                      also=(bar_write, intents.writing))  # fmt: skip
         except PersistAborted:
             log.error("executor stopping with an unwritten batch; it stays in the ring")
         finally:
             waiter.close()
-            if bar_write is not None:
-                # Stopping: the batch's write finishes (or gives up) before drain reads again.
-                (outcome,) = await asyncio.gather(bar_write, return_exceptions=True)
-                if not isinstance(outcome, BaseException):
-                    self._market.commit()
+            # Stopping: decided intents and the bar batch are written (or given up) first.
+            pending = [intents.finish()] if bar_write is None else [intents.finish(), bar_write]
+            outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            if bar_write is not None and not isinstance(outcomes[1], BaseException):
+                self._market.commit()
+            if isinstance(outcomes[0], PersistAborted):
+                log.error("executor stopping with unwritten intents; they stay in the ring")
 
-    async def _take_intents(self) -> int:
-        intents = self._intents.poll()
-        if not len(intents):
-            return 0
-        handled = await self.service.handle_intents(intents)
-        self._intents.commit()
-        return handled
+    def _intent_pipeline(self) -> IntentPipeline:
+        if self._pipeline is None:
+            self._pipeline = IntentPipeline(self.service, ReadAhead(self._intents))
+        return self._pipeline
 
     async def step(self) -> int:
         """Handle at most one batch of each ring, intents first; return records handled.
 
         The market batch is taken first: the brain has committed it (pipeline), so every
         intent it decided on those bars is on the intents ring by now, and is handled before
-        the bars that may fill it. (``run`` does the same with the two writes overlapped.)
+        the bars that may fill it. (``run`` does the same with the writes overlapped.)
         """
         handled = 0
         bars = self._market.poll()
-        handled += await self._take_intents()
+        intents = self._intent_pipeline()
+        taken = await intents.take()
+        if taken:
+            await intents.finish()
+            handled += taken
         if len(bars):
             handled += await self.service.handle_bars(bars)
             self._market.commit()

@@ -3,8 +3,10 @@
 ``ExecutorService`` is driven by ``processes/executor.py`` (the supervised process) and by
 tests and benchmarks directly. Each call handles one batch taken from a ring and returns only
 after every row it caused is committed to PostgreSQL; the caller then commits the ring batch.
-So a crash anywhere leaves the batch uncommitted and the next life gets it again, and every
-write being idempotent (``aegis.store.executor_tables``) makes that replay harmless:
+(Intents split that in two: ``decide_intents`` at once, ``persist_intents`` in ring order,
+so the next batch is decided while one is written.) So a crash anywhere leaves the batch
+uncommitted and the next life gets it again, and every write being idempotent
+(``aegis.store.executor_tables``) makes that replay harmless:
 
 - an intent already in ``orders`` is a duplicate: no second order, no second position;
 - a bar at or before a position's last processed bar is a replay (``PaperExchange``).
@@ -17,7 +19,9 @@ due, exits, marks; then the kill switch watches equity — a trip flattens every
 cancels pending entries and notifies once. Reports to the brain and notifications go out only
 after the write, fire-and-forget (a full reports ring is counted, never waited on: the brain
 also learns from ``virtual_trades``). A crash between the write and the report loses that
-report, never the row.
+report, never the row. A write that fails for good leaves the book ahead of the database:
+the service then refuses every further batch (``PersistAborted``), so nothing decided but
+unwritten is ever committed in a ring.
 
 Restart re-arms the kill switch at the current equity (``aegis.risk.guards``); the entry
 cooldown per symbol is restored from ``orders``.
@@ -31,6 +35,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -86,6 +91,16 @@ CHECKPOINT_BARS_WRITTEN = "bars_written"  # positions/trades committed, ring not
 
 class PersistAborted(RuntimeError):
     """The database stayed unreachable until the process was asked to stop; nothing was written."""
+
+
+@dataclass
+class DecidedIntents:
+    """One ring batch of intents, decided (the book moved) and not yet written."""
+
+    count: int  # ring records, every one decided (refused and duplicate ones too)
+    batch: LedgerBatch
+    reports: list
+    notes: list[str]
 
 
 class ExecutorLedger(Protocol):
@@ -153,6 +168,7 @@ class ExecutorService:
             self._known.update(i.intent_id for i in exchange.pending_intents())
         # The last written state of each open position: its closed row is built from it.
         self._open = {p.intent_id: p for p in exchange.open_positions()}
+        self._unwritten = False  # a write failed: the book is ahead of the database
         self._last_snapshot_ms = -1
         self._day: int | None = None
         self._day_stats = [0, 0, 0.0, 0.0]  # trades, wins, net pnl, equity at day start
@@ -206,16 +222,30 @@ class ExecutorService:
 
     async def handle_intents(self, records: np.ndarray) -> int:
         """Decide every intent record of a ring batch and persist the decisions; return count."""
-        batch, reports, notes = LedgerBatch(), [], []
+        return await self.persist_intents(await self.decide_intents(records))
+
+    async def decide_intents(self, records: np.ndarray) -> DecidedIntents:
+        """Decide every intent record of a ring batch; nothing is written or reported yet.
+
+        The book moves at once (an accepted paper intent is pending, a live order is sent
+        after its journal entry), so the next batch can be decided while this one is written
+        (``persist_intents``, in ring order).
+        """
+        self._refuse_when_stale()
+        step = DecidedIntents(len(records), LedgerBatch(), [], [])
         now_ms = self._now_ms()
         for rec in records:
             self.counters["intents"] += 1
-            await self._take_intent(rec, now_ms, batch, reports, notes)
+            await self._take_intent(rec, now_ms, step.batch, step.reports, step.notes)
         self._checkpoint(CHECKPOINT_INTENTS_READ)
-        await self._write(batch)
+        return step
+
+    async def persist_intents(self, step: DecidedIntents) -> int:
+        """Write a decided batch's rows, then send its reports and notes; return its count."""
+        await self._write(step.batch)
         self._checkpoint(CHECKPOINT_INTENTS_WRITTEN)
-        self._emit(reports, notes)
-        return len(records)
+        self._emit(step.reports, step.notes)
+        return step.count
 
     async def _take_intent(self, rec, now_ms, batch: LedgerBatch, reports, notes) -> None:
         intent_id = int(rec["intent_id"])
@@ -290,6 +320,7 @@ class ExecutorService:
 
     async def handle_bars(self, records: np.ndarray) -> int:
         """Run closed bars through the paper exchange, the kill switch and the snapshots."""
+        self._refuse_when_stale()
         batch, reports, notes = LedgerBatch(), [], []
         now_ms = self._now_ms()
         ex = self.exchange
@@ -437,7 +468,22 @@ class ExecutorService:
 
     # -- edges ---------------------------------------------------------------------------------
 
+    def _refuse_when_stale(self) -> None:
+        if self._unwritten:
+            raise PersistAborted("an earlier batch was decided but never written: the book is "
+                                 "ahead of the database, so nothing more may be committed")  # fmt: skip
+
     async def _write(self, batch: LedgerBatch) -> None:
+        try:
+            await self._write_with_retries(batch)
+        except BaseException:
+            # Its batch stays uncommitted in the ring, but this book already holds its
+            # decisions: replayed here it would be taken for duplicates and committed
+            # unwritten. Only a new life, rebuilt from the database, may read it again.
+            self._unwritten = True
+            raise
+
+    async def _write_with_retries(self, batch: LedgerBatch) -> None:
         base, cap = self._retry
         attempt = 0
         while True:

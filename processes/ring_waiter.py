@@ -35,11 +35,12 @@ class RingWaiter:
         self,
         timeout_s: float,
         consumers: Iterable[Any] | None = None,
-        also: asyncio.Future | None = None,
+        also: Iterable[asyncio.Future | None] = (),
     ) -> bool:
         """Return once a consumer has records to read (True) or after ``timeout_s`` (False).
 
-        ``consumers``: only these (default: all); ``also``: return as well when it is done.
+        ``consumers``: only these (default: all); ``also``: return as well when one of these
+        is done (None entries are ignored).
         """
         watched = self._consumers if consumers is None else tuple(consumers)
         ready = False
@@ -47,7 +48,7 @@ class RingWaiter:
             ready = consumer.arm() or ready
         if not ready:
             self._woken = woken = self._loop.create_future()
-            waits = {woken} if also is None else {woken, also}
+            waits = {woken, *(f for f in also if f is not None)}
             try:
                 done, _ = await asyncio.wait(waits, timeout=timeout_s,
                                              return_when=asyncio.FIRST_COMPLETED)  # fmt: skip

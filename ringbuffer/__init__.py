@@ -17,7 +17,8 @@ Modules: ``layout`` (offsets, header), ``segment`` (shared memory without resour
 ``kernels_nb`` (the Numba hot paths and the memory-ordering argument), ``aot`` (their
 ahead-of-time build), ``kernels`` (which of the two a process runs), ``sequence``, ``barrier``,
 ``wait`` (BusySpin/Yielding/Sleeping/Blocking), ``wake`` (kernel wake-ups), ``producer``,
-``consumer``, ``stats``, ``ring``. This package imports nothing else of AEGIS.
+``consumer``, ``read_ahead`` (handle records before committing them), ``stats``, ``ring``.
+This package imports nothing else of AEGIS.
 
 Importing the package, creating, attaching, inspecting and unlinking a ring never load the
 kernels: the watchdog and ``aegis-kernel status`` only do that. ``Producer``, ``Consumer``,
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import RingError, RingFull, RingInUseError, RingLayoutError
 from .layout import LAYOUT_VERSION, MAX_CONSUMERS, dtype_fingerprint
+from .read_ahead import ReadAhead
 from .ring import Ring
 from .stats import ConsumerStats, RingStats
 
@@ -86,6 +88,7 @@ __all__ = [
     "Consumer",
     "ConsumerStats",
     "Producer",
+    "ReadAhead",
     "Ring",
     "RingError",
     "RingFull",

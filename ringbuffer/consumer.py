@@ -64,6 +64,7 @@ class Consumer:
         listener = WakeListener(ring.name, index) if wait.needs_listener else None
         meta[pid_word] = os.getpid()
         self.index = index
+        self.after = tuple(after)
         self._ring = ring
         self._meta = meta
         self._base = ring._base  # None after close: a kernel call then raises, never crashes

@@ -1,0 +1,161 @@
+"""IntentPipeline over real PostgreSQL and a real intents ring: decided at once, written in order.
+
+The ledger is the real ``ExecutorTables``; ``HeldLedger`` only holds each write until the test
+lets it go, so that what happens while a write is in flight can be observed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+from executor_support import (
+    BTC_FIRST,
+    MIN,
+    directory,
+    empty_executor_tables,
+    intent_record,
+    rows,
+    settings,
+    unique,
+)
+
+from aegis.processes.executor_intents import IntentPipeline
+from aegis.processes.executor_service import ExecutorService, PersistAborted
+from aegis.records import INTENT_DTYPE
+from aegis.ringbuffer import ReadAhead, Ring
+from aegis.store.database import Database
+from aegis.store.executor_tables import ExecutorTables
+
+
+class HeldLedger:
+    """``ExecutorTables`` whose writes wait for ``release()``; ``started`` counts writes begun."""
+
+    def __init__(self, tables: ExecutorTables) -> None:
+        self.tables = tables
+        self.started = 0
+        self._gate = asyncio.Event()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def write(self, batch) -> None:
+        self.started += 1
+        await self._gate.wait()
+        self._gate.clear()  # one write per release
+        await self.tables.write(batch)
+
+    async def load(self, starting_cash: float):
+        return await self.tables.load(starting_cash)
+
+
+@pytest.fixture
+async def database(module_dsn):
+    await empty_executor_tables(module_dsn)
+    db = Database(module_dsn)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def intents_ring():
+    ring = Ring.create(unique("aegis-test-intents"), INTENT_DTYPE, 64, 1)
+    yield ring
+    ring.close()
+
+
+async def pipeline_for(database, tmp_path, ring, ledger=None, **service_args):
+    tables = ExecutorTables(database)
+    ledger = ledger or HeldLedger(tables)
+    s = settings(database.dsn, tmp_path)
+    service = await ExecutorService.restore(ledger, directory(), s, **service_args)
+    return IntentPipeline(service, ReadAhead(ring.consumer(0))), ledger, tables
+
+
+def committed(ring) -> int:
+    return ring.stats().consumers[0].sequence
+
+
+def intent(i: int) -> np.ndarray:
+    return intent_record(i, decision_time_ms=BTC_FIRST + i * 5 * MIN)
+
+
+async def order_ids(dsn) -> list[int]:
+    return [int(r["intent_id"]) for r in await rows(dsn, "SELECT intent_id FROM orders ORDER BY 1")]
+
+
+async def settled(pipeline) -> int:
+    await asyncio.wait({pipeline.writing})
+    return pipeline.settle()
+
+
+async def test_intents_published_while_a_write_is_in_flight_are_decided_before_it_commits(
+    database, tmp_path, intents_ring
+):
+    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring)
+    producer = intents_ring.producer()
+    producer.publish_batch(intent(1))
+    assert await pipeline.take() == 1
+    await asyncio.sleep(0)  # the first write starts and is held
+    producer.publish_batch(np.concatenate([intent(2), intent(3)]))
+
+    assert await pipeline.take() == 2
+    assert pipeline.service.counters["intents_accepted"] == 3  # all decided, one write begun
+    assert ledger.started == 1 and pipeline.settle() == 0
+    assert committed(intents_ring) == 0 and await order_ids(database.dsn) == []
+
+    ledger.release()
+    assert await settled(pipeline) == 1  # the ring commits the first batch only, once written
+    assert committed(intents_ring) == 1 and await order_ids(database.dsn) == [1]
+    ledger.release()
+    assert await settled(pipeline) == 2 and pipeline.idle
+    assert committed(intents_ring) == 3 and await order_ids(database.dsn) == [1, 2, 3]
+    await tables.close()
+
+
+async def test_finish_writes_every_decided_batch_in_order_then_commits_it(
+    database, tmp_path, intents_ring
+):
+    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring)
+    producer = intents_ring.producer()
+    for i in (11, 12, 13):
+        producer.publish_batch(intent(i))
+        await pipeline.take()
+    finishing = asyncio.ensure_future(pipeline.finish())
+    while not finishing.done():
+        ledger.release()
+        await asyncio.sleep(0.01)
+    await finishing
+    assert pipeline.idle and committed(intents_ring) == 3
+    assert await order_ids(database.dsn) == [11, 12, 13]
+    await tables.close()
+
+
+async def test_a_write_given_up_leaves_its_batch_and_every_later_one_uncommitted(
+    database, tmp_path, intents_ring
+):
+    down = Database("postgresql://postgres@127.0.0.1:1/none", connect_timeout_s=0.2)
+    up_tables = ExecutorTables(database)
+    service = await ExecutorService.restore(up_tables, directory(),
+                                            settings(database.dsn, tmp_path))  # fmt: skip
+    down_tables = ExecutorTables(down)
+    failing = ExecutorService(service.venue, service.guards, down_tables, directory(),
+                              should_stop=lambda: True, retry_delays=(0.001, 0.001))  # fmt: skip
+    pipeline = IntentPipeline(failing, ReadAhead(intents_ring.consumer(0)))
+    producer = intents_ring.producer()
+    producer.publish_batch(intent(21))
+    await pipeline.take()
+    producer.publish_batch(intent(22))
+    await pipeline.take()  # decided while the first write fails
+
+    with pytest.raises(PersistAborted):
+        await settled(pipeline)
+    # The book holds both decisions, the database neither: nothing more is taken or committed.
+    producer.publish_batch(intent(23))
+    with pytest.raises(PersistAborted, match="decided but never written"):
+        await pipeline.take()
+    assert committed(intents_ring) == 0 and await order_ids(database.dsn) == []
+    await up_tables.close()
+    await down_tables.close()
+    await down.close()
