@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.e2e_executor import read_stamps
+
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = 300
 DATA_FROM = "2023-03-20T00:00"
@@ -281,8 +283,7 @@ def _latency(tmp: Path) -> dict:
     except BaseException:
         s.stop()
         raise
-    path = s.home / "e2e_intents.npy"
-    stamps = np.load(path) if path.exists() else np.zeros(0)
+    stamps = read_stamps(s.home)
     if len(stamps):
         stamps = stamps[stamps["recv_ns"] >= t0]
     total = stamps["exec_ns"] - stamps["recv_ns"] if len(stamps) else np.zeros(0)

@@ -5,8 +5,11 @@ service's ``decide_intents`` is wrapped: each batch of intents the executor take
 is stamped with ``time.monotonic_ns()`` at once, before it decides anything. Per intent it keeps
 the bar's ``recv_ns`` (the feed's WebSocket receive time, copied into the intent by the brain),
 the brain's ``publish_ns`` and that receive stamp — all CLOCK_MONOTONIC, shared by every
-process — and saves them to ``<home>/e2e_intents.npy`` every 10 s and at stop (the save runs
-in the loop it measures: rarely, so it seldom lands in a burst).
+process — and appends them to ``<home>/e2e_intents.bin`` (``STAMP_DTYPE`` records; read with
+``read_stamps``) after the batch is decided: one small unbuffered write per batch, so the
+measuring never holds up the loop it measures and a killed executor loses nothing written.
+(Saving the whole array every few seconds did: intents come in bursts, so the save always fell
+on one and delayed the rest of it by milliseconds.)
 """
 
 from __future__ import annotations
@@ -20,19 +23,26 @@ from aegis.processes.executor import ExecutorProcess
 from aegis.processes.runtime import ProcessContext, run_process
 
 STAMP_DTYPE = np.dtype([("recv_ns", np.int64), ("publish_ns", np.int64), ("exec_ns", np.int64)])
-SAVE_EVERY_S = 10.0
+STAMPS_FILE = "e2e_intents.bin"
+
+
+def read_stamps(home: Path) -> np.ndarray:
+    """Every stamp the measuring executor of kernel home ``home`` wrote (maybe none)."""
+    path = Path(home) / STAMPS_FILE
+    if not path.exists():
+        return np.zeros(0, STAMP_DTYPE)
+    data = path.read_bytes()
+    return np.frombuffer(data[: len(data) - len(data) % STAMP_DTYPE.itemsize], STAMP_DTYPE)
 
 
 class MeasuredExecutor(ExecutorProcess):
     def __init__(self) -> None:
         super().__init__()
-        self.stamps: list[np.ndarray] = []
-        self._path: Path | None = None
-        self._next_save = 0.0
+        self._out = None
 
     async def open(self, ctx: ProcessContext) -> None:
         await super().open(ctx)
-        self._path = Path(ctx.settings.home) / "e2e_intents.npy"
+        self._out = open(Path(ctx.settings.home) / STAMPS_FILE, "ab", buffering=0)  # noqa: SIM115
         decide = self.service.decide_intents
 
         async def stamped(records: np.ndarray):
@@ -40,26 +50,15 @@ class MeasuredExecutor(ExecutorProcess):
             stamps["exec_ns"] = time.monotonic_ns()
             stamps["recv_ns"] = records["recv_ns"]
             stamps["publish_ns"] = records["publish_ns"]
-            self.stamps.append(stamps)
             step = await decide(records)
-            now = time.monotonic()
-            if now >= self._next_save:
-                self._next_save = now + SAVE_EVERY_S
-                self.save()
+            self._out.write(stamps.tobytes())
             return step
 
         self.service.decide_intents = stamped
 
-    def save(self) -> None:
-        if self._path is None:
-            return
-        data = np.concatenate(self.stamps) if self.stamps else np.zeros(0, STAMP_DTYPE)
-        tmp = self._path.with_suffix(".tmp.npy")
-        np.save(tmp, data)
-        tmp.replace(self._path)
-
     async def close(self, ctx: ProcessContext) -> None:
-        self.save()
+        if self._out is not None:
+            self._out.close()
         await super().close(ctx)
 
 

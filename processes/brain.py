@@ -193,11 +193,13 @@ class Brain(KernelProcess):
         batch = self.market.poll()
         if len(batch):
             step = self.core.on_bars(batch, self.registry.active)
+            if len(step.intents):
+                # Published before the signal rows are built: the executor waits for them.
+                # A report can name these intents only after this step (same loop).
+                self._publish(step.intents)
+                self._remember(step)
             self._drops.update({k: v for k, v in step.dropped.items() if v})
             self._store(step)
-            if len(step.intents):
-                self._remember(step)
-                self._publish(step.intents)
             self.market.commit()
             handled += len(batch)
         return handled

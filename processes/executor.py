@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
+
+import numpy as np
 
 from aegis.kernel.topology import ProcessConfig
 from aegis.notify.notifier import DeliveryPolicy, Notifier
@@ -39,6 +42,48 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # records per ring batch: bounds one synchronous stretch well under 250 ms
 IDLE_WAIT_S = 0.1  # longest sleep without a wake-up: bounds the reaction to a stop request
+HELD_POLL_S = 0.005  # how often to look for bars while the brain holds them (a close burst)
+BAR_QUIET_S = 0.005  # a bar batch waits until its newest bar was received this long ago...
+BAR_HOLD_MAX_S = 0.05  # ...but never longer than this after the executor first saw it
+
+
+class BarHold:
+    """Holds bars while a minute's close burst is still arriving, so intents go first.
+
+    At each minute's close hundreds of bars arrive within a few ms, and the brain publishes
+    its intents on them meanwhile. Running the bars through the paper book is the executor's
+    longest synchronous stretch (milliseconds at hundreds of open positions) and nothing in it
+    is urgent at that scale: fills and exits are priced from the bars themselves. So a bar
+    batch starts once no published bar waits for the brain and its newest bar is ``quiet_s``
+    old (the feed's receive stamp), and at the latest ``max_s`` after the executor first saw
+    bars waiting.
+    """
+
+    def __init__(self, quiet_s: float = BAR_QUIET_S, max_s: float = BAR_HOLD_MAX_S,
+                 clock: Callable[[], int] = time.monotonic_ns) -> None:  # fmt: skip
+        self._quiet_ns = round(quiet_s * 1e9)
+        self._max_ns = round(max_s * 1e9)
+        self._clock = clock
+        self._since: int | None = None  # when bars were first seen waiting
+
+    def remaining_s(self, bars: np.ndarray, behind: bool) -> float:
+        """Seconds to hold ``bars`` (a non-empty batch) before handling them; 0 to go now.
+
+        ``behind``: more bars are published that the brain has not decided yet (the burst
+        goes on); the answer is then the time left until ``max_s``.
+        """
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        until = self._since + self._max_ns
+        if not behind:
+            newest = int(bars["recv_ns"][-1])  # ring order is the feed's receive order
+            until = min(until, newest + self._quiet_ns)
+        remaining = until - now
+        if remaining <= 0:
+            self._since = None
+            return 0.0
+        return remaining / 1e9
 
 
 class LaneTables:
@@ -144,9 +189,10 @@ class ExecutorProcess(KernelProcess):
         runs as a task on its own connection while new intents are decided and written on the
         other. A new bar batch starts only when the last one is committed and every intent
         decided so far is written, so a fill can never be written before the NEW order row it
-        fills.
+        fills, and not while a close burst is still arriving (``BarHold``).
         """
         intents = self._intent_pipeline()
+        hold = BarHold()
         waiter = RingWaiter((intents.reader, self._market))
         bar_write: asyncio.Task | None = None
         try:
@@ -157,18 +203,31 @@ class ExecutorProcess(KernelProcess):
                     handled, bar_write = bar_write.result(), None  # re-raises its failure
                     self._market.commit()
                     worked = worked or handled
+                hold_s = 0.0
                 if bar_write is None and intents.idle:
                     bars = self._market.poll()
                     if len(bars):
                         if intents.reader.ready:
                             continue  # intents decided on these bars go first
-                        bar_write = asyncio.create_task(self.service.handle_bars(bars))
-                        worked = True
+                        # More bars published than readable: the brain is still on the burst.
+                        behind = self._market.lag > len(bars) and len(bars) < self._max_batch
+                        hold_s = hold.remaining_s(bars, behind)
+                        if not hold_s:
+                            bar_write = asyncio.create_task(self.service.handle_bars(bars))
+                            worked = True
                 if worked:
                     await asyncio.sleep(0)
                     continue
-                if bar_write is None and intents.idle:
-                    # Bars held for the brain: its commit wakes us (``RingBinding.wakes``).
+                if hold_s:
+                    # The loop's timers tick in ms: a shorter timeout would return at once.
+                    await waiter.wait(min(max(hold_s, 0.001), HELD_POLL_S), (intents.reader,))
+                elif bar_write is None and intents.idle and self._market.held:
+                    # Bars published but not yet decided by the brain: a close burst. Armed on
+                    # the market ring, every bar the feed publishes would wake us for nothing
+                    # while the brain needs the CPU; look again shortly instead.
+                    await waiter.wait(HELD_POLL_S, (intents.reader,))
+                elif bar_write is None and intents.idle:
+                    # The feed's publish, or the brain's commit (``RingBinding.wakes``), wakes us.
                     await waiter.wait(IDLE_WAIT_S)
                 else:  # a batch's bars and intents stay readable until committed
                     await waiter.wait(IDLE_WAIT_S, (intents.reader,),

@@ -1,7 +1,8 @@
-"""IntentPipeline over real PostgreSQL and a real intents ring: decided at once, written in order.
+"""Intents first: IntentPipeline (decided at once, written in order) and BarHold.
 
-The ledger is the real ``ExecutorTables``; ``HeldLedger`` only holds each write until the test
-lets it go, so that what happens while a write is in flight can be observed.
+The pipeline runs over real PostgreSQL and a real intents ring. The ledger is the real
+``ExecutorTables``; ``HeldLedger`` only holds each write until the test lets it go, so that what
+happens while a write is in flight can be observed.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from executor_support import (
     unique,
 )
 
+from aegis.processes.executor import BarHold
 from aegis.processes.executor_intents import IntentPipeline
 from aegis.processes.executor_service import ExecutorService, PersistAborted
-from aegis.records import INTENT_DTYPE
+from aegis.records import BAR_DTYPE, INTENT_DTYPE
 from aegis.ringbuffer import ReadAhead, Ring
 from aegis.store.database import Database
 from aegis.store.executor_tables import ExecutorTables
@@ -159,3 +161,48 @@ async def test_a_write_given_up_leaves_its_batch_and_every_later_one_uncommitted
     await up_tables.close()
     await down_tables.close()
     await down.close()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.ns = 1_000_000_000
+
+    def __call__(self) -> int:
+        return self.ns
+
+    def advance_ms(self, ms: float) -> None:
+        self.ns += round(ms * 1e6)
+
+
+def bars_received_at(*recv_ns: int) -> np.ndarray:
+    out = np.zeros(len(recv_ns), BAR_DTYPE)
+    out["recv_ns"] = recv_ns
+    return out
+
+
+def test_bar_hold_waits_until_the_newest_bar_is_quiet_then_lets_the_batch_go():
+    clock = Clock()
+    hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
+    waiting = bars_received_at(clock.ns - 3_000_000, clock.ns - 1_000_000)
+    assert hold.remaining_s(waiting, behind=False) == pytest.approx(0.004)
+    clock.advance_ms(4)
+    assert hold.remaining_s(waiting, behind=False) == 0.0
+
+
+def test_bar_hold_lets_old_bars_go_at_once():
+    clock = Clock()
+    hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
+    assert hold.remaining_s(bars_received_at(0, 0), behind=False) == 0.0  # backfilled: no stamp
+
+
+def test_bar_hold_holds_while_the_brain_is_behind_but_never_past_the_maximum():
+    clock = Clock()
+    hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
+    old = bars_received_at(0)
+    assert hold.remaining_s(old, behind=True) == pytest.approx(0.05)
+    clock.advance_ms(30)
+    assert hold.remaining_s(old, behind=True) == pytest.approx(0.02)
+    clock.advance_ms(20)
+    assert hold.remaining_s(old, behind=True) == 0.0
+    # The next batch is timed from when it is first seen, not from the last one.
+    assert hold.remaining_s(old, behind=True) == pytest.approx(0.05)

@@ -232,6 +232,20 @@ def test_paper_exposure_counts_pending_and_positions():
     assert ex.open_count() == 2 and ex.symbol_exposure(DOGE) == 0.0
 
 
+def test_paper_bar_fills_only_its_own_symbols_pending_entries_in_submission_order():
+    ex = exchange(slippage_pct=0.0, commission_pct=0.0)
+    ex.submit(intent(1, notional=1_000.0))
+    ex.submit(intent(2, symbol_id=DOGE, notional=100.0))
+    ex.submit(intent(3, notional=500.0))
+    assert [p.intent_id for p in opened(ex.on_bar(BTC, ENTRY_BAR, 30_000, 30_000, 30_000, 30_000))
+            ] == [1, 3]  # fmt: skip
+    assert [i.intent_id for i in ex.pending_intents()] == [2]
+    assert ex.symbol_exposure(DOGE) == pytest.approx(100.0) and ex.open_count() == 3
+    assert rejected(ex.flatten(ENTRY_BAR, symbol_id=DOGE)) == ["cancelled"]
+    assert ex.on_bar(DOGE, ENTRY_BAR, 0.08, 0.08, 0.08, 0.08) == []  # nothing left to fill
+    assert ex.symbol_exposure(DOGE) == 0.0 and ex.open_count() == 2
+
+
 def test_paper_from_records_rebuilds_book_and_continues_identically():
     live = exchange()
     live.submit(intent(1, take_pct=3.0))

@@ -117,6 +117,9 @@ class PaperExchange:
         self._cash = float(cash)
         self._equity: float | None = None  # memo of equity(); None after any change
         self._pending: dict[int, PaperIntent] = {}
+        # The same intents per symbol: a bar looks only at its own symbol's (a close burst
+        # brings hundreds of bars while tens of intents wait for their entry bar).
+        self._pending_by_symbol: dict[int, dict[int, PaperIntent]] = {}
         self._positions: dict[int, PaperPosition] = {}
         self._by_symbol: dict[int, list[int]] = {}
         self._marks: dict[int, float] = {}
@@ -151,7 +154,7 @@ class PaperExchange:
                 book._last_bar[pos.symbol_id] = pos.last_bar_ms
                 book._marks[pos.symbol_id] = pos.mark_price
         for intent in pending:
-            book._pending[intent.intent_id] = intent
+            book._add_pending(intent)
             book._seen.add(intent.intent_id)
         book._seen.update(int(i) for i in known_intent_ids)
         return book
@@ -201,7 +204,7 @@ class PaperExchange:
     def symbol_exposure(self, symbol_id: int) -> float:
         """Quote exposure on one symbol: positions at mark plus pending intents' notional."""
         held = sum(self._positions[i].market_value for i in self._by_symbol.get(symbol_id, ()))
-        waiting = sum(p.notional for p in self._pending.values() if p.symbol_id == symbol_id)
+        waiting = sum(p.notional for p in self._pending_by_symbol.get(symbol_id, {}).values())
         return held + waiting
 
     # -- commands ------------------------------------------------------------------------------
@@ -214,7 +217,7 @@ class PaperExchange:
         if intent.symbol_id not in self._filters:
             self.rejections[REJECT_UNKNOWN_SYMBOL] += 1
             return SubmitOutcome(intent.intent_id, SUBMIT_REJECTED, REJECT_UNKNOWN_SYMBOL)
-        self._pending[intent.intent_id] = intent
+        self._add_pending(intent)
         return SubmitOutcome(intent.intent_id, SUBMIT_PENDING)
 
     def on_bar(
@@ -236,7 +239,7 @@ class PaperExchange:
             return []
         self._last_bar[symbol_id] = open_time_ms
         events: list[PaperEvent] = []
-        if self._pending:
+        if symbol_id in self._pending_by_symbol:
             self._fill_due(symbol_id, open_time_ms, open_, events)
         for intent_id in tuple(self._by_symbol.get(symbol_id, ())):
             pos = self._positions[intent_id]
@@ -251,7 +254,7 @@ class PaperExchange:
         events: list[PaperEvent] = []
         for intent in tuple(self._pending.values()):
             if symbol_id is None or intent.symbol_id == symbol_id:
-                del self._pending[intent.intent_id]
+                self._drop_pending(intent)
                 events.append(self._reject(intent, time_ms, REJECT_CANCELLED))
         for pos in tuple(self._positions.values()):
             if symbol_id is not None and pos.symbol_id != symbol_id:
@@ -262,15 +265,24 @@ class PaperExchange:
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _add_pending(self, intent: PaperIntent) -> None:
+        self._pending[intent.intent_id] = intent
+        self._pending_by_symbol.setdefault(intent.symbol_id, {})[intent.intent_id] = intent
+
+    def _drop_pending(self, intent: PaperIntent) -> None:
+        del self._pending[intent.intent_id]
+        waiting = self._pending_by_symbol[intent.symbol_id]
+        del waiting[intent.intent_id]
+        if not waiting:
+            del self._pending_by_symbol[intent.symbol_id]
+
     def _fill_due(self, symbol_id: int, open_time_ms: int, price: float, events: list) -> None:
         cfg = self.config
-        for intent in tuple(self._pending.values()):
-            if intent.symbol_id != symbol_id:
-                continue
+        for intent in tuple(self._pending_by_symbol[symbol_id].values()):
             wanted = intent.decision_time_ms + cfg.decision_interval_ms
             if open_time_ms < wanted:
                 continue
-            del self._pending[intent.intent_id]
+            self._drop_pending(intent)
             if cfg.fill_deadline_ms and open_time_ms - wanted > cfg.fill_deadline_ms:
                 events.append(self._reject(intent, open_time_ms, REJECT_STALE))
                 continue
