@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from aegis.cpu_affinity import AffinityError, parse_affinity
+
 ENV_PREFIX = "AEGIS_"
 CONFIG_FILE_VAR = "AEGIS_CONFIG_FILE"
 # Not a setting: aegis.ringbuffer (which imports nothing of ours) reads it from the environment
@@ -67,6 +69,11 @@ class Settings:
     start_timeout_s: float = setting(30.0, "A child not ready this long after start is restarted.")
     warm_spares: bool = setting(
         True, "Keep a pre-started spare per process: ~0.05 s restarts, 60-115 MB RSS each."
+    )
+    cpu_affinity: str = setting(
+        "auto",
+        "Pin feed, brain and executor to CPUs: auto (2 CPUs: brain on one, feed and "
+        "executor on the other; 3+: one each), off, or a map like feed=0,brain=1,executor=0.",
     )
     memory_ceiling_mb: int = setting(
         1024, "A child whose RSS exceeds this is restarted (reason memory)."
@@ -320,6 +327,10 @@ def _check(s: Settings) -> None:
     need(s.brain_patience_s > 0, "brain_patience_s", "must be positive")
     need(1000 <= s.recv_window_ms <= 60000, "recv_window_ms", "must be within 1000..60000")
     need(0 <= s.metrics_port < 65536, "metrics_port", "must be a TCP port")
+    try:
+        parse_affinity(s.cpu_affinity)
+    except AffinityError as exc:
+        need(False, "cpu_affinity", str(exc))
     need(
         s.mode != "live" or (s.api_key and s.api_secret),
         "api_key",

@@ -39,6 +39,7 @@ import setproctitle
 import uvloop
 
 from aegis.config import ConfigError, Settings
+from aegis.cpu_affinity import AffinityError, cpus_for
 from aegis.kernel import exitcodes
 from aegis.kernel.control import ControlBlock, HeartbeatWriter
 from aegis.kernel.topology import ProcessConfig
@@ -162,6 +163,7 @@ def run_process(process: KernelProcess, config: ProcessConfig) -> int:
     """Run ``process`` as the supervised process ``config.name``; return its exit code."""
     setproctitle.setproctitle(f"aegis: {config.name}")
     _configure_logging(config)
+    pin_cpus(config.name, config.settings.cpu_affinity)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(_lifecycle(process, config))
 
@@ -260,6 +262,23 @@ def prepare() -> None:
     import redis.asyncio  # noqa: F401 - imported for its import time, not its names
 
     warm_ring_kernels()
+
+
+def pin_cpus(name: str, spec: str) -> frozenset[int] | None:
+    """Pin this process per ``AEGIS_CPU_AFFINITY`` (``aegis.cpu_affinity``); return the CPUs.
+
+    Applied at each start, so a restarted or promoted spare is pinned like the first life. A
+    plan the OS refuses (a CPU taken away since the kernel started) is logged, not fatal.
+    """
+    try:
+        cpus = cpus_for(name, spec, os.sched_getaffinity(0))
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+            log.info("%s pinned to CPU %s", name, ",".join(map(str, sorted(cpus))))
+        return cpus
+    except (AffinityError, OSError) as exc:
+        log.warning("%s: CPU affinity %r not applied (%s); the OS schedules it", name, spec, exc)
+        return None
 
 
 def settle_heap() -> None:

@@ -9,8 +9,10 @@ window), so its stored metrics are honest; the newest window's rows are learned 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -270,6 +272,10 @@ def train_from_database(dsn: str, params: TrainingParams) -> TrainingReport:
 
 
 def _job_main(dsn: str, params: TrainingParams, sender) -> None:
+    # Spawned by the brain, the job inherits its CPU pin (``AEGIS_CPU_AFFINITY``): it must not
+    # train on the brain's CPU alone, so it takes every CPU the OS lets it have.
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, range(os.cpu_count() or 1))
     try:
         out = train_from_database(dsn, params)
     except Exception as exc:  # reported to the parent, which logs it; the child just ends
