@@ -8,7 +8,8 @@ starts each burst cold. Pinning keeps each of them on CPUs of its own: ``auto`` 
 burst: the feed while frames arrive, the executor once intents are published) another; with
 three CPUs or more each gets its own. Nothing else is pinned, so PostgreSQL, Redis, a training
 job and the warm spares still use every CPU. On the 2-CPU machine of the benchmarks this took
-the WebSocket → executor p99 from 5.1–6.7 ms to 3.7–4.5 ms (``benchmarks/bench_e2e.py``).
+the WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session from
+5.1–6.7 ms (four runs) to 3.1–3.7 ms (two runs).
 
 ``off`` leaves scheduling to the OS; an explicit map (``feed=0,brain=1,executor=0``) pins the
 processes it names to those CPU numbers (``+`` joins several: ``brain=2+3``).
