@@ -70,8 +70,12 @@ class BarHold:
         """Seconds to hold ``bars`` (a non-empty batch) before handling them; 0 to go now.
 
         ``behind``: more bars are published that the brain has not decided yet (the burst
-        goes on); the answer is then the time left until ``max_s``.
+        goes on); the answer is then the time left until ``max_s``. A batch of more than one
+        market minute is a backlog (a replay, a restart), not a close burst: it goes at once.
         """
+        if bars["open_time_ms"][0] != bars["open_time_ms"][-1]:
+            self._since = None
+            return 0.0
         now = self._clock()
         if self._since is None:
             self._since = now

@@ -174,9 +174,10 @@ class Clock:
         self.ns += round(ms * 1e6)
 
 
-def bars_received_at(*recv_ns: int) -> np.ndarray:
+def bars_received_at(*recv_ns: int, minutes: tuple[int, ...] = ()) -> np.ndarray:
     out = np.zeros(len(recv_ns), BAR_DTYPE)
     out["recv_ns"] = recv_ns
+    out["open_time_ms"] = [m * 60_000 for m in minutes] if minutes else 60_000
     return out
 
 
@@ -206,3 +207,10 @@ def test_bar_hold_holds_while_the_brain_is_behind_but_never_past_the_maximum():
     assert hold.remaining_s(old, behind=True) == 0.0
     # The next batch is timed from when it is first seen, not from the last one.
     assert hold.remaining_s(old, behind=True) == pytest.approx(0.05)
+
+
+def test_bar_hold_lets_a_backlog_of_several_minutes_go_at_once():
+    clock = Clock()
+    hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
+    backlog = bars_received_at(clock.ns, clock.ns, minutes=(7, 8))  # a replay, not a burst
+    assert hold.remaining_s(backlog, behind=True) == 0.0
