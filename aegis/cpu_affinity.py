@@ -7,9 +7,9 @@ starts each burst cold. Pinning keeps each of them on CPUs of its own: ``auto`` 
 (the heaviest per burst) one CPU and the feed and the executor (busy at different moments of a
 burst: the feed while frames arrive, the executor once intents are published) another; with
 three CPUs or more each gets its own. Nothing else is pinned, so PostgreSQL, Redis, a training
-job and the warm spares still use every CPU. On the 2-CPU machine of the benchmarks this took
-the WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session from
-5.1–6.7 ms (four runs) to 3.1–3.7 ms (two runs).
+job and the warm spares still use every CPU. On the 2-CPU machine of the benchmarks the
+WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session was 5.2–6.7 ms
+in four unpinned runs and 3.1–5.7 ms in four pinned ones.
 
 ``off`` leaves scheduling to the OS; an explicit map (``feed=0,brain=1,executor=0``) pins the
 processes it names to those CPU numbers (``+`` joins several: ``brain=2+3``).
