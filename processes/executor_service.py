@@ -80,7 +80,6 @@ log = logging.getLogger(__name__)
 
 TIMEFRAME_MS = {"1m": 60_000, "5m": 300_000, "15m": 900_000, "1h": 3_600_000}
 RISK_PREFIX = "risk:"
-BAR_SLICE = 32  # bars handled between two turns of the event loop (~0.3 ms)
 INVALID_PREFIX = "invalid:"
 
 # Crash-test checkpoints, in the order a step passes them.
