@@ -8,8 +8,8 @@ bars as 300 symbols (the bundled series plus symbols derived from them):
    60 / speed wall seconds, as Binance sends them at each minute's close): per intent, the
    feed's WebSocket receive stamp of the bar (``recv_ns``, copied into the intent by the brain)
    → the brain's publish stamp → the executor's receive stamp (``e2e_executor``: the production
-   executor, stamping each batch of intents as it takes it from the ring, before deciding). All CLOCK_MONOTONIC, so a
-   cross-process latency is a subtraction. For enough samples the brain decides on 1m bars
+   executor, stamping each batch of intents as it takes it from the ring, before deciding).
+   All CLOCK_MONOTONIC, so a cross-process latency is a subtraction. For enough samples the brain decides on 1m bars
    with the EMA(10/30) crossover rule (frequent candidates), no position cap and no minimum
    confidence, so every candidate is an intent; only intents decided after the catch-up count.
    The rule changes which bars become intents, not the path an intent takes.
@@ -43,8 +43,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-
-from benchmarks.e2e_executor import read_stamps
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = 300
@@ -283,12 +281,13 @@ def _latency(tmp: Path) -> dict:
     except BaseException:
         s.stop()
         raise
-    stamps = read_stamps(s.home)
-    if len(stamps):
-        stamps = stamps[stamps["recv_ns"] >= t0]
-    total = stamps["exec_ns"] - stamps["recv_ns"] if len(stamps) else np.zeros(0)
-    to_brain = stamps["publish_ns"] - stamps["recv_ns"] if len(stamps) else np.zeros(0)
-    hop = stamps["exec_ns"] - stamps["publish_ns"] if len(stamps) else np.zeros(0)
+    from benchmarks.e2e_executor import read_stamps  # the executor's stack, only once needed
+
+    stamps = read_stamps(s.home)  # STAMP_DTYPE records, maybe none
+    stamps = stamps[stamps["recv_ns"] >= t0]
+    total = stamps["exec_ns"] - stamps["recv_ns"]
+    to_brain = stamps["publish_ns"] - stamps["recv_ns"]
+    hop = stamps["exec_ns"] - stamps["publish_ns"]
     return {
         "speed": LATENCY_SPEED,
         "bars_per_s_offered": SYMBOLS * LATENCY_SPEED / 60.0,

@@ -84,6 +84,6 @@ def test_a_process_started_with_auto_runs_only_on_its_cpus():
     assert pinned("brain", "auto") == [[second], [second]]
 
 
-def test_a_plan_the_os_refuses_leaves_the_process_unpinned_and_running():
+def test_a_cpu_this_process_cannot_use_leaves_it_unpinned_and_running():
     everything = sorted(os.sched_getaffinity(0))
     assert pinned("brain", "brain=4096") == [None, everything]
