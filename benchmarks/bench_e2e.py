@@ -5,8 +5,12 @@ paper mode) on a scratch PostgreSQL database and Redis, fed by the simulator rep
 bars as 300 symbols (the bundled series plus symbols derived from them):
 
 1. **latency** at ``LATENCY_SPEED`` x real time (300 closed bars in one burst every
-   60 / speed wall seconds, as Binance sends them at each minute's close): per intent, the
-   feed's WebSocket receive stamp of the bar (``recv_ns``, copied into the intent by the brain)
+   60 / speed wall seconds, sent as fast as the simulator can; harsher than Binance, whose
+   closes of one minute for 3 symbols in a real capture of its stream, 2021-04-04, arrived
+   over ~380 ms): per intent, the feed's WebSocket receive stamp of the bar (``recv_ns``,
+   copied into the intent by the brain: taken when the frame's bytes were read from the
+   socket, so the wait behind the frames read with it counts; before 2026-12-06 it was taken
+   when the frame was handed to the feed's handler, which hid that wait, ~2 ms at p50)
    → the brain's publish stamp → the executor's receive stamp (``e2e_executor``: the production
    executor, stamping each batch of intents as it takes it from the ring, before deciding).
    All CLOCK_MONOTONIC, so a cross-process latency is a subtraction. For enough samples the brain decides on 1m bars
@@ -207,6 +211,16 @@ class _Session:
             time.sleep(0.25)
         raise RuntimeError(f"kernel did not catch up in {timeout:g} s: {self.rings()}")
 
+    def next_burst(self, timeout: float) -> float:
+        """Wait for the feed's next burst of closed bars; return when it began (monotonic s)."""
+        start = self.rings()["market"][0]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.rings()["market"][0] != start:
+                return time.monotonic()
+            time.sleep(0.005)
+        raise RuntimeError(f"no bars published in {timeout:g} s")
+
     def stop(self) -> int | None:
         code = None
         try:
@@ -269,14 +283,19 @@ def _latency(tmp: Path) -> dict:
     try:
         s.wait_running()
         catch_up_s = s.wait_caught_up(300)
+        # Reading smaps costs this process ~10 ms of CPU and walks each kernel process's page
+        # tables under its memory-map lock: sampled halfway between two bursts, it never
+        # competes with what it measures (the throughput session samples every 0.5 s).
+        period_s = 60.0 / LATENCY_SPEED
+        every_s = period_s * max(1, round(LATENCY_RSS_EVERY_S / period_s))
+        next_sample = s.next_burst(timeout=3 * period_s) + period_s / 2
         t0 = time.monotonic_ns()
         end = time.monotonic() + LATENCY_S
-        while time.monotonic() < end:
-            # Reading smaps walks each process's page tables under its memory-map lock: rare
-            # here, so the measuring does not delay what it measures (the throughput session
-            # samples every 0.5 s).
+        while next_sample < end:
+            time.sleep(max(0.0, next_sample - time.monotonic()))
             s.sample_rss()
-            time.sleep(LATENCY_RSS_EVERY_S)
+            next_sample += every_s
+        time.sleep(max(0.0, end - time.monotonic()))
         code = s.stop()
     except BaseException:
         s.stop()

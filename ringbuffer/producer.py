@@ -43,6 +43,7 @@ class Producer:
         self._wait = wait
         self.slot = np.zeros(1, dtype=ring.dtype)
         self._slot_address = self.slot.ctypes.data
+        self._slot_bytes = self.slot.view(np.uint8)
         self._waker = WakeSender(ring.name, ring.consumers, ring._meta)
 
     @property
@@ -150,7 +151,8 @@ class Producer:
         if isinstance(record, np.ndarray):
             if record.size != 1:
                 raise ValueError(f"publish takes one record, got {record.size}; use publish_batch")
-            np.copyto(self.slot, record.reshape(1))
+            # As bytes: numpy copies a structured record field by field, ~5x slower.
+            np.copyto(self._slot_bytes, record.reshape(1).view(np.uint8))
         else:
             self.slot[0] = record
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import time
 
 import aiohttp
@@ -56,6 +58,62 @@ async def test_shard_answers_server_pings_with_echoed_pongs_and_keeps_its_connec
     assert pings >= 1 and closed_code == 1008
     assert shard.connects == 1 and shard.losses == 0  # its pongs echoed every ping
     assert len(conns) == 1 and conns[0].frames_sent > 0 and frames
+
+
+def _ws_text_frame(payload: bytes) -> bytes:
+    assert len(payload) < 126  # a server frame: unmasked, one-byte length
+    return bytes([0x81, len(payload)]) + payload
+
+
+async def _raw_ws_server(script):
+    """A bare TCP WebSocket server: it answers the handshake, then runs ``script(writer)``."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+        await script(writer)
+        await reader.read()  # until the client goes
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+async def test_frames_are_stamped_when_read_from_the_socket_not_when_handed_on():
+    # B and C arrive in one TCP write 0.1 s after A; the handler is slow (40 ms per frame).
+    # Stamped when handed on, C would be 40 ms after B; its bytes came in with B's.
+    async def script(writer):
+        writer.write(_ws_text_frame(b'"A"'))
+        await asyncio.sleep(0.1)
+        writer.write(_ws_text_frame(b'"B"') + _ws_text_frame(b'"C"'))
+
+    stamps: dict[bytes, int] = {}
+
+    def on_frame(frame: bytes, recv_ns: int) -> bool:
+        stamps[frame] = recv_ns
+        time.sleep(0.04)
+        return False
+
+    server = await _raw_ws_server(script)
+    port = server.sockets[0].getsockname()[1]
+    shard = StreamShard(f"ws://127.0.0.1:{port}", ["btcusdt@kline_1m"], on_frame,
+                        lambda s: None, ConnectLimiter(), StreamSettings(silence_deadline_s=30))  # fmt: skip
+    task = asyncio.create_task(shard.run())
+    try:
+        deadline = time.monotonic() + 5
+        while len(stamps) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+    assert sorted(stamps) == [b'"A"', b'"B"', b'"C"']
+    assert stamps[b'"C"'] == stamps[b'"B"']
+    assert stamps[b'"B"'] - stamps[b'"A"'] >= 90_000_000
 
 
 async def test_shard_subscribe_is_paced_under_binance_message_limit():

@@ -3,7 +3,10 @@
 ``KlineStreams`` splits the universe's ``<symbol>@kline_<interval>`` streams into shards of at
 most ``max_streams_per_connection`` (200 by default, well under Binance's 1024) and runs one
 ``StreamShard`` task per shard. Each shard keeps one live connection and hands every frame, as
-raw bytes with its receive stamp (``time.monotonic_ns``), to ``on_frame``.
+raw bytes with its receive stamp, to ``on_frame``. The stamp (``time.monotonic_ns``) is taken
+when the frame's last bytes were read from the socket (``StampedConnection``), not when the
+frame is handed on: frames that arrive together in one read wait in turn for the handler, and
+that wait is part of the feed's latency, not hidden before its start.
 
 A shard's connection is replaced when
 
@@ -34,12 +37,15 @@ import logging
 import math
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 import websockets
+from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.frames import DATA_OPCODES, Frame
 
 from aegis.backoff import backoff_delays
 from aegis.binance.ws_limits import ConnectLimiter, MessagePacer
@@ -116,10 +122,35 @@ def shard_streams(names: Sequence[str], max_per_shard: int) -> list[list[str]]:
     return shards
 
 
+class StampedConnection(ClientConnection):
+    """A client connection that remembers when each message's last bytes were read.
+
+    ``read_ns`` holds one stamp per complete data message, in the order ``recv`` returns them.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_ns: deque[int] = deque()
+        self._chunk_ns = 0
+
+    def data_received(self, data: bytes) -> None:
+        self._chunk_ns = time.monotonic_ns()
+        super().data_received(data)
+
+    def process_event(self, event) -> None:
+        super().process_event(event)
+        if isinstance(event, Frame) and event.fin and event.opcode in DATA_OPCODES:
+            self.read_ns.append(self._chunk_ns)
+
+    def stamp(self) -> int:
+        """The read stamp of the message ``recv`` just returned."""
+        return self.read_ns.popleft() if self.read_ns else time.monotonic_ns()
+
+
 class _Connection:
     """One open connection of a shard, its reader task and what it has seen."""
 
-    def __init__(self, ws: websockets.ClientConnection, opened_at: float) -> None:
+    def __init__(self, ws: StampedConnection, opened_at: float) -> None:
         self.ws = ws
         self.opened_at = opened_at
         self.opened_mono = time.monotonic()
@@ -318,6 +349,7 @@ class StreamShard:
                 max_queue=s.receive_queue,
                 max_size=1 << 20,
                 compression=None,
+                create_connection=StampedConnection,
             )
         except InvalidURI as exc:
             raise StreamConfigError(f"bad stream URL {self.base_url!r}: {exc}") from None
@@ -328,12 +360,12 @@ class StreamShard:
 
     async def _read(self, conn: _Connection) -> None:
         recv = conn.ws.recv
+        stamp = conn.ws.stamp
         on_frame = self._on_frame
-        clock = time.monotonic_ns
         try:
             while True:
                 frame = await recv(decode=False)
-                now = clock()
+                now = stamp()
                 conn.last_frame_ns = now
                 conn.frames += 1
                 if not conn.got_frame:
