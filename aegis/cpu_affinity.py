@@ -8,8 +8,9 @@ starts each burst cold. Pinning keeps each of them on CPUs of its own: ``auto`` 
 burst: the feed while frames arrive, the executor once intents are published) another; with
 three CPUs or more each gets its own. Nothing else is pinned, so PostgreSQL, Redis, a training
 job and the warm spares still use every CPU. On the 2-CPU machine of the benchmarks the
-WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session was 5.2–6.7 ms
-in four unpinned runs and 3.1–5.7 ms in four pinned ones.
+WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session was 5.8–7.1 ms
+pinned (four of five runs; p50 3.6–3.8 ms) and 8.3 ms unpinned; pinning only the brain, or the
+feed with the brain, or freeing the feed were all worse in single runs.
 
 ``off`` leaves scheduling to the OS; an explicit map (``feed=0,brain=1,executor=0``) pins the
 processes it names to those CPU numbers (``+`` joins several: ``brain=2+3``).
