@@ -20,7 +20,7 @@ BAR_INCOMPLETE = 4  # an aggregate built from fewer 1m bars than its span
 BAR_DTYPE = np.dtype(
     [
         ("open_time_ms", np.int64),
-        ("recv_ns", np.int64),  # monotonic ns when the feed received the frame
+        ("recv_ns", np.int64),  # monotonic ns when the feed read the frame's bytes off the socket
         ("symbol_id", np.uint32),
         ("flags", np.uint32),
         ("open", np.float64),

@@ -81,7 +81,9 @@ class BarHold:
             self._since = now
         until = self._since + self._max_ns
         if not behind:
-            newest = int(bars["recv_ns"][-1])  # ring order is the feed's receive order
+            # Not the last bar's: two connections' frames read in one loop turn are handled
+            # one connection after the other, so ring order is not quite read order.
+            newest = int(bars["recv_ns"].max())
             until = min(until, newest + self._quiet_ns)
         remaining = until - now
         if remaining <= 0:

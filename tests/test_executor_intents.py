@@ -190,6 +190,15 @@ def test_bar_hold_waits_until_the_newest_bar_is_quiet_then_lets_the_batch_go():
     assert hold.remaining_s(waiting, behind=False) == 0.0
 
 
+def test_bar_hold_times_the_quiet_from_the_newest_stamp_not_the_last_bar():
+    # Two connections' frames read in one loop turn reach the ring one connection after the
+    # other: the last bar in ring order may carry the older stamp.
+    clock = Clock()
+    hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
+    waiting = bars_received_at(clock.ns - 1_000_000, clock.ns - 4_000_000)
+    assert hold.remaining_s(waiting, behind=False) == pytest.approx(0.004)
+
+
 def test_bar_hold_lets_old_bars_go_at_once():
     clock = Clock()
     hold = BarHold(quiet_s=0.005, max_s=0.05, clock=clock)
