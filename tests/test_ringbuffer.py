@@ -141,6 +141,25 @@ def test_ring_publish_accepts_void_and_one_element_array_of_ring_dtype(ring_name
         assert consumer.poll()["seq"].tolist() == [7, 8]
 
 
+def test_ring_publish_reads_a_reused_record_array_afresh_each_time(ring_name):
+    # A parser refills one record array per frame; the producer remembers the array, not its
+    # contents, and re-checks it when the same object comes back with another dtype.
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=8, consumers=1) as ring:
+        producer, consumer = ring.producer(), ring.consumer(0)
+        one = np.zeros(1, SEQ_DTYPE)
+        for seq in (3, 4, 5):
+            one["seq"] = seq
+            assert producer.try_publish(one)
+        many = np.zeros(4, SEQ_DTYPE)
+        many["seq"] = [10, 11, 12, 13]
+        producer.publish(many[2:3], timeout=0)
+        assert consumer.poll()["seq"].tolist() == [3, 4, 5, 12]
+        one.dtype = np.dtype([("a", np.int64), ("b", np.int64)])  # same size, not the ring's
+        with pytest.raises(TypeError, match="not the ring's dtype"):
+            producer.try_publish(one)
+        assert producer.cursor == 4
+
+
 def test_ring_publish_wrong_dtype_raises_typeerror_and_writes_nothing(ring_name):
     other = np.dtype([("a", np.float64), ("b", np.float64)])
     with Ring.create(ring_name, SEQ_DTYPE, capacity=8, consumers=1) as ring:
