@@ -270,3 +270,28 @@ def test_parse_integer_wider_than_64_bits_is_malformed():
     )
     with pytest.raises(MalformedFrame):
         KlineParser(IDS).parse(frame)
+
+
+def _verdict(fn, k):
+    try:
+        return fn(k, "1m", True, 7)
+    except MalformedFrame as exc:
+        return exc.reason
+    except (KeyError, TypeError) as exc:
+        return type(exc).__name__
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    field=st.sampled_from(sorted("tTohlcvnqVQ")),
+    value=JSON_VALUES | st.from_regex(r"-?\d{1,6}(\.\d{1,8})?", fullmatch=True) | st.just(KeyError),
+)
+def test_one_pass_bar_check_gives_the_field_by_field_verdict(field, value):
+    k = {"t": 60000, "T": 119999, "s": "BTCUSDT", "o": "10.0", "c": "10.5", "h": "11.0",
+         "l": "9.5", "v": "2.0", "n": 3, "q": "20.0", "V": "1.0", "Q": "10.0"}  # fmt: skip
+    if value is KeyError:
+        del k[field]
+    else:
+        k[field] = value
+    parser = KlineParser(IDS)
+    assert _verdict(parser._record, k) == _verdict(parser._checked_record, k)

@@ -157,6 +157,32 @@ class KlineParser:
         return out if self.parse_into(frame, out, 0, recv_ns) is not None else None
 
     def _record(self, k: dict, interval: str, closed: bool, recv_ns: int) -> tuple:
+        # The common case in one pass: a frame that passes these checks passes every check of
+        # _checked_record (NaN fails every comparison); any other frame goes there for the
+        # same verdict and the same error, whatever it is that is wrong.
+        interval_ms = self._interval_ms[interval]
+        try:
+            open_ms, close_ms, trades = k["t"], k["T"], k["n"]
+            so, sh, sl, sc = k["o"], k["h"], k["l"], k["c"]
+            sv, sq, stv, stq = k["v"], k["q"], k["V"], k["Q"]
+            if (type(so) is str and type(sh) is str and type(sl) is str and type(sc) is str
+                    and type(sv) is str and type(sq) is str and type(stv) is str
+                    and type(stq) is str and type(open_ms) is int and type(close_ms) is int
+                    and type(trades) is int):  # fmt: skip
+                o, h, lo, c = float(so), float(sh), float(sl), float(sc)
+                v, q, tv, tq = float(sv), float(sq), float(stv), float(stq)
+                if (0.0 < lo <= o <= h < _INF and lo <= c <= h and 0.0 <= tv <= v < _INF
+                        and 0.0 <= tq <= q < _INF and trades >= 0 and open_ms >= 0
+                        and open_ms % interval_ms == 0
+                        and close_ms == open_ms + interval_ms - 1):  # fmt: skip
+                    flags = BAR_CLOSED if closed else 0
+                    return (open_ms, recv_ns, self._ids[k["s"]], flags, o, h, lo, c, v, q, tv,
+                            tq, trades)  # fmt: skip
+        except (KeyError, ValueError):
+            pass
+        return self._checked_record(k, interval, closed, recv_ns)
+
+    def _checked_record(self, k: dict, interval: str, closed: bool, recv_ns: int) -> tuple:
         interval_ms = self._interval_ms[interval]
         open_ms, close_ms = _int(k["t"], "open time"), _int(k["T"], "close time")
         _check_times(open_ms, close_ms, interval_ms)
