@@ -83,6 +83,23 @@ async def _raw_ws_server(script):
     return await asyncio.start_server(serve, "127.0.0.1", 0)
 
 
+async def _run_shard_on(script, on_frame, until) -> StreamShard:
+    server = await _raw_ws_server(script)
+    port = server.sockets[0].getsockname()[1]
+    shard = StreamShard(f"ws://127.0.0.1:{port}", ["btcusdt@kline_1m"], on_frame,
+                        lambda s: None, ConnectLimiter(), StreamSettings(silence_deadline_s=30))  # fmt: skip
+    task = asyncio.create_task(shard.run())
+    try:
+        deadline = time.monotonic() + 5
+        while not until() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        server.close()
+    return shard
+
+
 async def test_frames_are_stamped_when_read_from_the_socket_not_when_handed_on():
     # B and C arrive in one TCP write 0.1 s after A; the handler is slow (40 ms per frame).
     # Stamped when handed on, C would be 40 ms after B; its bytes came in with B's.
@@ -98,22 +115,39 @@ async def test_frames_are_stamped_when_read_from_the_socket_not_when_handed_on()
         time.sleep(0.04)
         return False
 
-    server = await _raw_ws_server(script)
-    port = server.sockets[0].getsockname()[1]
-    shard = StreamShard(f"ws://127.0.0.1:{port}", ["btcusdt@kline_1m"], on_frame,
-                        lambda s: None, ConnectLimiter(), StreamSettings(silence_deadline_s=30))  # fmt: skip
-    task = asyncio.create_task(shard.run())
-    try:
-        deadline = time.monotonic() + 5
-        while len(stamps) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        server.close()
+    await _run_shard_on(script, on_frame, lambda: len(stamps) >= 3)
     assert sorted(stamps) == [b'"A"', b'"B"', b'"C"']
     assert stamps[b'"C"'] == stamps[b'"B"']
     assert stamps[b'"B"'] - stamps[b'"A"'] >= 90_000_000
+
+
+async def test_fragmented_message_is_handed_on_whole_and_in_order():
+    async def script(writer):
+        first, last = bytes([0x01, 3]) + b'"B1', bytes([0x80, 3]) + b'B2"'  # text, continuation
+        writer.write(_ws_text_frame(b'"A"') + first)
+        await asyncio.sleep(0.05)
+        writer.write(last + _ws_text_frame(b'"C"'))
+
+    frames, on_frame = _frames_sink()
+    shard = await _run_shard_on(script, on_frame, lambda: len(frames) >= 3)
+    assert frames == [b'"A"', b'"B1B2"', b'"C"']
+    assert shard.losses == 0
+
+
+async def test_a_failing_frame_handler_is_counted_and_the_stream_goes_on():
+    async def script(writer):
+        writer.write(b"".join(_ws_text_frame(f'"{i}"'.encode()) for i in range(6)))
+
+    handed: list[bytes] = []
+
+    def on_frame(frame: bytes, recv_ns: int) -> bool:
+        handed.append(frame)
+        if frame in (b'"1"', b'"4"'):
+            raise RuntimeError("a bug in the handler")
+        return False
+
+    shard = await _run_shard_on(script, on_frame, lambda: len(handed) >= 6)
+    assert len(handed) == 6 and shard.handler_errors == 2 and shard.losses == 0
 
 
 async def test_shard_subscribe_is_paced_under_binance_message_limit():

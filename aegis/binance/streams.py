@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -45,7 +45,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.frames import DATA_OPCODES, Frame
+from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from aegis.backoff import backoff_delays
 from aegis.binance.ws_limits import ConnectLimiter, MessagePacer
@@ -123,35 +123,57 @@ def shard_streams(names: Sequence[str], max_per_shard: int) -> list[list[str]]:
 
 
 class StampedConnection(ClientConnection):
-    """A client connection that remembers when each message's last bytes were read.
+    """A client connection that hands each data message on as soon as its bytes are read.
 
-    ``read_ns`` holds one stamp per complete data message, in the order ``recv`` returns them.
+    ``on_message(payload, read_ns)`` runs inside ``data_received`` for every complete text or
+    binary message (fragments joined), with the time the chunk holding its last bytes was
+    read: no per-message future, queue or task switch sits between the socket and the feed.
+    Control frames stay with ``websockets`` (it answers pings with echoed pongs as it parses
+    them). Until ``on_message`` is set, messages go to ``recv`` as usual; ``detach()`` sends
+    them there again (a connection being closed must stop feeding the handler at once).
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, on_message: Callable[[bytes, int], None] | None = None,
+                 **kwargs) -> None:  # fmt: skip
         super().__init__(*args, **kwargs)
-        self.read_ns: deque[int] = deque()
+        self.on_message = on_message
         self._chunk_ns = 0
+        self._parts: list[bytes] | None = None  # a fragmented message being joined
+
+    def detach(self) -> None:
+        self.on_message = None
+        self._parts = None
 
     def data_received(self, data: bytes) -> None:
         self._chunk_ns = time.monotonic_ns()
         super().data_received(data)
 
     def process_event(self, event) -> None:
-        super().process_event(event)
-        if isinstance(event, Frame) and event.fin and event.opcode in DATA_OPCODES:
-            self.read_ns.append(self._chunk_ns)
-
-    def stamp(self) -> int:
-        """The read stamp of the message ``recv`` just returned."""
-        return self.read_ns.popleft() if self.read_ns else time.monotonic_ns()
+        deliver = self.on_message
+        if deliver is None or not isinstance(event, Frame):
+            super().process_event(event)  # the handshake; or a detached connection
+            return
+        opcode = event.opcode
+        if opcode is Opcode.CONT:
+            if self._parts is not None:  # the protocol refuses a CONT outside a message
+                self._parts.append(bytes(event.data))
+                if event.fin:
+                    message, self._parts = b"".join(self._parts), None
+                    deliver(message, self._chunk_ns)
+        elif opcode in DATA_OPCODES:
+            if event.fin:
+                deliver(bytes(event.data), self._chunk_ns)
+            else:
+                self._parts = [bytes(event.data)]
+        else:
+            super().process_event(event)  # ping, pong, close
 
 
 class _Connection:
-    """One open connection of a shard, its reader task and what it has seen."""
+    """One open connection of a shard and what it has seen (``deliver`` is its handler)."""
 
-    def __init__(self, ws: StampedConnection, opened_at: float) -> None:
-        self.ws = ws
+    def __init__(self, on_frame: FrameHandler, on_error: Callable[[], None], opened_at: float):
+        self.ws: StampedConnection | None = None
         self.opened_at = opened_at
         self.opened_mono = time.monotonic()
         self.last_frame_ns = time.monotonic_ns()
@@ -160,8 +182,24 @@ class _Connection:
         self.shutdown_notice = False
         self.frames = 0
         self.reader: asyncio.Task | None = None
+        self._on_frame = on_frame
+        self._on_error = on_error
+
+    def deliver(self, frame: bytes, read_ns: int) -> None:
+        self.last_frame_ns = read_ns
+        self.frames += 1
+        if not self.got_frame:
+            self.got_frame = True
+            self.first_frame.set()
+        try:
+            if self._on_frame(frame, read_ns):
+                self.shutdown_notice = True
+        except Exception:
+            self._on_error()  # the handler must never raise; a bug there must not kill the stream
 
     async def close(self, abort: bool) -> None:
+        if self.ws is not None:
+            self.ws.detach()
         if self.reader is not None:
             self.reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -340,8 +378,10 @@ class StreamShard:
 
     async def _connect(self) -> _Connection:
         s = self._settings
+        conn = _Connection(self._on_frame, self._count_handler_error, self._age_clock())
         try:
-            ws = await websockets.connect(
+            # The handler is in place before the first byte after the handshake is read.
+            conn.ws = await websockets.connect(
                 self.url,
                 ping_interval=None,
                 open_timeout=s.open_timeout_s,
@@ -349,40 +389,18 @@ class StreamShard:
                 max_queue=s.receive_queue,
                 max_size=1 << 20,
                 compression=None,
-                create_connection=StampedConnection,
+                create_connection=functools.partial(StampedConnection, on_message=conn.deliver),
             )
         except InvalidURI as exc:
             raise StreamConfigError(f"bad stream URL {self.base_url!r}: {exc}") from None
-        conn = _Connection(ws, self._age_clock())
-        conn.reader = asyncio.get_running_loop().create_task(self._read(conn))
+        conn.reader = asyncio.get_running_loop().create_task(conn.ws.wait_closed())
         self.connects += 1
         return conn
 
-    async def _read(self, conn: _Connection) -> None:
-        recv = conn.ws.recv
-        stamp = conn.ws.stamp
-        on_frame = self._on_frame
-        try:
-            while True:
-                frame = await recv(decode=False)
-                now = stamp()
-                conn.last_frame_ns = now
-                conn.frames += 1
-                if not conn.got_frame:
-                    conn.got_frame = True
-                    conn.first_frame.set()
-                try:
-                    if on_frame(frame, now):
-                        conn.shutdown_notice = True
-                except Exception:
-                    # The handler must never raise; a bug there must not kill the stream.
-                    self.handler_errors += 1
-                    if self.handler_errors == 1 or self.handler_errors % 1000 == 0:
-                        log.exception(
-                            "%s: frame handler failed (%d times)", self.name, self.handler_errors
-                        )
-        except ConnectionClosed:
-            return
+    def _count_handler_error(self) -> None:
+        self.handler_errors += 1
+        if self.handler_errors == 1 or self.handler_errors % 1000 == 0:
+            log.exception("%s: frame handler failed (%d times)", self.name, self.handler_errors)
 
     # -- live subscription changes -------------------------------------------------------------
 
