@@ -7,8 +7,11 @@ there is one, restores the account view from what the executor persisted, and wa
 features up from ``market_data`` (replaying the last label horizon to rebuild the pending-label
 queue). Then, in a loop:
 
-- take a batch from the market ring, run it through the core, publish the intents, queue the
-  signal and experience rows on the durable writer, and only then commit the batch;
+- take a batch from the market ring, run it through the core and publish the intents; once no
+  more bars are readable (a close burst is over), queue the signal and experience rows of
+  every batch taken on the durable writer, and only then commit those batches (``ReadAhead``:
+  building rows never holds up the next bars, and a crash still redelivers every bar whose
+  rows were not queued);
 - take executor reports: they close positions in the account view, and a closed trade becomes
   an experience row with its realised net return (source ``virtual_trade``);
 - every few seconds poll the champion and hot-swap it (``ModelRegistry`` logs the version);
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,7 +40,7 @@ from aegis.processes.brain_history import load_minute_bars
 from aegis.processes.ring_waiter import RingWaiter
 from aegis.processes.runtime import KernelProcess, ProcessContext, run_process, settle_heap
 from aegis.records import INTENT_DTYPE, REPORT_TRADE_CLOSED
-from aegis.ringbuffer import RingFull
+from aegis.ringbuffer import ReadAhead, RingFull
 from aegis.risk.brain_core import BrainConfig, BrainCore, BrainStep
 from aegis.risk.decision import DECISION_ENTERED, signal_rows
 from aegis.store.database import is_transient
@@ -50,6 +53,7 @@ RETRAIN_CHECK_S = 30.0
 DROP_LOG_S = 60.0
 IDLE_WAIT_S = 0.1  # longest sleep without a ring wake-up (stop requests); housekeeping period
 PUBLISH_TIMEOUT_S = 0.05
+STORE_QUIET_S = 0.005  # no bar for this long: the close burst is over, build its rows
 WRITE_LINGER_S = 0.05  # signals and labels wait out the close burst (see DurableWriter)
 MARKET_MAX_BATCH = 1024  # ~3 minutes of 300 symbols: one synchronous stretch stays short
 VIRTUAL_TRADE_SOURCE = "virtual_trade"
@@ -82,6 +86,7 @@ class Brain(KernelProcess):
         self._model_poll_s = model_poll_s
         self._pending = np.zeros(0, INTENT_DTYPE)  # published on the next loop when ring full
         self._traded: dict[int, tuple[int, int, np.ndarray, int]] = {}
+        self._unstored: deque[tuple[int, BrainStep]] = deque()  # (bars, step) taken, not stored
         self._drops: Counter[str] = Counter()
         self._job: TrainingJob | None = None
         self._last_attempt_s: float | None = None
@@ -108,6 +113,7 @@ class Brain(KernelProcess):
             await self._restore_account(conn, s, names)
         # A bounded batch keeps one synchronous stretch short when catching up after warm-up.
         self.market = ctx.consumer("market", max_batch=MARKET_MAX_BATCH)
+        self.bars = ReadAhead(self.market)
         self.reports = ctx.consumer("reports")
         self.intents = ctx.producer("intents")
         self._names = names
@@ -160,7 +166,7 @@ class Brain(KernelProcess):
         async with ctx.db.acquire() as conn:
             await self._warm_up(ctx, conn, self._names, before_ms)
         settle_heap()
-        waiter = RingWaiter((self.market, self.reports))
+        waiter = RingWaiter((self.bars, self.reports))
         # Housekeeping awaits the database (model poll, retrain check): as its own task, so
         # that a query in flight never holds up the next bar batch.
         chores = asyncio.create_task(self._housekeeping_loop(ctx), name="brain-housekeeping")
@@ -171,6 +177,10 @@ class Brain(KernelProcess):
                 worked = self.step()
                 if worked:
                     await asyncio.sleep(0)  # let the writer and the heartbeat run
+                elif self._unstored:
+                    # Rows are built once the burst is over, not between two of its bars.
+                    if not await waiter.wait(STORE_QUIET_S):
+                        self.store_taken()
                 else:
                     await waiter.wait(IDLE_WAIT_S)
         finally:
@@ -179,7 +189,11 @@ class Brain(KernelProcess):
             await asyncio.gather(chores, return_exceptions=True)
 
     def step(self) -> int:
-        """Handle the reports waiting and one market batch; return records handled."""
+        """Handle the reports waiting and one market batch; return records handled.
+
+        The batches taken stay uncommitted until ``store_taken`` (``run`` calls it once no bar
+        came for ``STORE_QUIET_S``), or until they fill the consumer's view of the ring.
+        """
         handled = 0
         # Reports first and always: an executor blocked on a full reports ring would never
         # read the intents ring again.
@@ -190,19 +204,30 @@ class Brain(KernelProcess):
             handled += len(reports)
         if len(self._pending) and not self._publish(self._pending):
             return handled  # back-pressure: the executor is not reading; keep the market batch
-        batch = self.market.poll()
-        if len(batch):
-            step = self.core.on_bars(batch, self.registry.active)
-            if len(step.intents):
-                # Published before the signal rows are built: the executor waits for them.
-                # A report can name these intents only after this step (same loop).
-                self._publish(step.intents)
-                self._remember(step)
+        batch = self.bars.take()
+        if not len(batch):
+            if self.market.lag > self.bars.outstanding:
+                self.store_taken()  # more bars wait, but a view holds no more: make room
+            return handled
+        step = self.core.on_bars(batch, self.registry.active)
+        if len(step.intents):
+            # Published before the signal rows are built: the executor waits for them.
+            # A report can name these intents only after this step (same loop).
+            self._publish(step.intents)
+            self._remember(step)
+        self._unstored.append((len(batch), step))
+        return handled + len(batch)
+
+    def store_taken(self) -> int:
+        """Queue the rows of every batch taken, then commit those bars; return bars committed."""
+        count = 0
+        while self._unstored:
+            bars, step = self._unstored.popleft()
             self._drops.update({k: v for k, v in step.dropped.items() if v})
             self._store(step)
-            self.market.commit()
-            handled += len(batch)
-        return handled
+            count += bars
+        self.bars.commit(count)
+        return count
 
     def _publish(self, intents: np.ndarray) -> bool:
         intents = intents.copy()
@@ -314,6 +339,7 @@ class Brain(KernelProcess):
     async def drain(self, ctx: ProcessContext) -> None:
         if len(self._pending):
             self._publish(self._pending)
+        self.store_taken()
         if not await self.writer.flush(timeout_s=10.0):
             log.warning("brain: writer not drained at stop; the rest is spilled to disk")
 

@@ -326,3 +326,58 @@ def test_brain_history_parser_reads_the_fixed_layout_and_rejects_anything_else()
     rows["lc"][1] = -1  # a NULL close
     with pytest.raises(HistoryFormatError, match="NULL"):
         parse_minute_bars(head + rows.tobytes() + b"\xff\xff")
+
+
+class _RecordingWriter:
+    """Stands in for the DurableWriter: this test is about when rows are queued, not stored."""
+
+    def __init__(self, market) -> None:
+        self.market = market
+        self.queued: list[tuple[str, int, int]] = []  # (table, rows, market sequence then)
+
+    def submit(self, table: str, rows) -> None:
+        self.queued.append((table, len(rows), self.market.sequence))
+
+
+def test_brain_commits_market_bars_only_after_queueing_their_rows(rings, tmp_path):
+    # A crash between the commit and the queueing would lose the rows of those bars: the ring
+    # redelivers only what is uncommitted.
+    from aegis.ml.registry import ModelRegistry
+    from aegis.processes.brain import Brain
+    from aegis.ringbuffer import ReadAhead
+
+    settings = Settings().replace(home=tmp_path, symbols=SYMBOLS)
+    history, live = bars_of(slice(0, WARM)), bars_of(slice(WARM, WARM + LIVE))
+    brain = Brain(symbols=IDS)
+    brain.timeframe = settings.decision_timeframe
+    brain.config = BrainConfig.from_settings(settings, capacity=512)
+    brain.core = BrainCore(brain.config, IDS)
+    for sid in IDS:
+        mine = history[history["symbol_id"] == sid]
+        brain.core.warm_up(sid, mine["open_time_ms"], *(mine[c] for c in
+                           ("open", "high", "low", "close", "volume")))  # fmt: skip
+    brain.core.finish_warm_up(None)
+    brain.registry = ModelRegistry(FEATURE_NAMES)
+    brain.market = rings["market"].consumer(0, max_batch=64)
+    brain.bars = ReadAhead(brain.market)
+    brain.reports = rings["reports"].consumer(0)
+    brain.intents = rings["intents"].producer()
+    brain.writer = writer = _RecordingWriter(brain.market)
+    intents = rings["intents"].consumer(0)
+    producer = rings["market"].producer()
+    producer.publish_batch(live)
+
+    taken = 0
+    while taken < 64:  # a burst: every batch decided, nothing committed or queued yet
+        taken += brain.step()
+    assert brain.market.sequence == 0 and writer.queued == []
+    assert brain.step() == 0  # the batch is full: taken bars are stored first
+    assert brain.market.sequence == 64
+    for _ in range(len(live)):
+        if not brain.market.lag:
+            break
+        brain.step() or brain.store_taken()
+    assert brain.market.sequence == len(live)
+    assert writer.queued and all(seq < len(live) for _, _, seq in writer.queued)
+    assert {table for table, _, _ in writer.queued} == {"signals", "experience_buffer"}
+    assert len(intents.poll()) > 0
