@@ -92,7 +92,8 @@ def run_area(area: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the named areas (default: all). A partial run replaces only its areas in
-    latest.json; each area keeps the time and the machine noise of the run that measured it."""
+    latest.json; each area keeps the time, the machine and its noise of the run that measured
+    it."""
     wanted = (argv if argv is not None else sys.argv[1:]) or areas()
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "latest.json"
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     for area in wanted:
         result = run_area_in_subprocess(area)
         result["measured_at"] = now
+        result["machine"] = report["machine"]
         result["noise_before"] = before
         report["areas"][area] = result
     report["noise_after"] = noise()

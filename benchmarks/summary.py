@@ -239,27 +239,30 @@ def fmt(value: float) -> str:
 
 
 def _runs(report: dict) -> str:
-    """When the areas were measured, with each run's noise (a partial run re-measures some)."""
+    """When and where the areas were measured, with each run's noise (a partial run re-measures
+    some, maybe on another machine)."""
     runs: dict[str, list[str]] = {}
     noise: dict[str, dict] = {}
+    cpu: dict[str, str] = {}
     for area, result in sorted(report["areas"].items()):
         when = result.get("measured_at", report.get("generated_at", "?"))
         runs.setdefault(when, []).append(area)
         noise[when] = result.get("noise_before", report["noise_before"])
+        cpu[when] = result.get("machine", report["machine"]).get("cpu", "?")
     parts = []
     for when, names in sorted(runs.items()):
         n = noise[when]
         which = "all areas" if len(runs) == 1 else ", ".join(names)
-        parts.append(f"{which} at {when} (load average {n['loadavg_1m']:.2f}, Python "
-                     f"calibration loop p50 {n.get('calibration_loop_ms_p50', float('nan')):.1f} ms, "
+        parts.append(f"{which} at {when} on {cpu[when]} (load average {n['loadavg_1m']:.2f}, "
+                     f"Python calibration loop p50 "
+                     f"{n.get('calibration_loop_ms_p50', float('nan')):.1f} ms, "
                      f"spread {n['calibration_spread_pct']:.0f} %)")  # fmt: skip
     return "; ".join(parts)
 
 
 def table(report: dict) -> str:
     lines = [
-        f"`make bench` on {report['machine'].get('cpu', '?')} "
-        f"({report['machine'].get('cores')} cores): {_runs(report)}.",
+        f"`make bench` ({report['machine'].get('cores')} cores): {_runs(report)}.",
         "",
         "| area | measure | value | target | met |",
         "|---|---|---|---|---|",
