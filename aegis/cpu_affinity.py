@@ -10,7 +10,8 @@ three CPUs or more each gets its own. Nothing else is pinned, so PostgreSQL, Red
 job and the warm spares still use every CPU. On the 2-CPU machine of the benchmarks the
 WebSocket → executor p99 of ``benchmarks/bench_e2e.py``'s 120 s latency session was 5.8–7.1 ms
 pinned in five of six runs (the sixth 12.0 ms; p50 3.6–3.8 ms) and 8.3 ms unpinned; pinning
-only the brain, or the feed with the brain, or freeing the feed were all worse in single runs.
+only the brain, or the feed with the brain, or freeing the feed were all worse in single runs,
+and the executor on the brain's CPU in four runs on two machines (7.4–13.6 ms).
 
 ``off`` leaves scheduling to the OS; an explicit map (``feed=0,brain=1,executor=0``) pins the
 processes it names to those CPU numbers (``+`` joins several: ``brain=2+3``).
