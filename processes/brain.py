@@ -7,10 +7,10 @@ there is one, restores the account view from what the executor persisted, and wa
 features up from ``market_data`` (replaying the last label horizon to rebuild the pending-label
 queue). Then, in a loop:
 
-- take a batch from the market ring, run it through the core and publish the intents; once no
-  more bars are readable (a close burst is over), queue the signal and experience rows of
+- take a batch from the market ring, run it through the core and publish the intents; once a
+  close burst is over (no bar for a moment, or a later minute's bars), queue the rows of
   every batch taken on the durable writer, and only then commit those batches (``ReadAhead``:
-  building rows never holds up the next bars, and a crash still redelivers every bar whose
+  building rows never holds up the rest of a burst, and a crash still redelivers every bar whose
   rows were not queued);
 - take executor reports: they close positions in the account view, and a closed trade becomes
   an experience row with its realised net return (source ``virtual_trade``);
@@ -87,6 +87,7 @@ class Brain(KernelProcess):
         self._pending = np.zeros(0, INTENT_DTYPE)  # published on the next loop when ring full
         self._traded: dict[int, tuple[int, int, np.ndarray, int]] = {}
         self._unstored: deque[tuple[int, BrainStep]] = deque()  # (bars, step) taken, not stored
+        self._unstored_minute: int | None = None  # oldest bar open time among them
         self._drops: Counter[str] = Counter()
         self._job: TrainingJob | None = None
         self._last_attempt_s: float | None = None
@@ -191,8 +192,9 @@ class Brain(KernelProcess):
     def step(self) -> int:
         """Handle the reports waiting and one market batch; return records handled.
 
-        The batches taken stay uncommitted until ``store_taken`` (``run`` calls it once no bar
-        came for ``STORE_QUIET_S``), or until they fill the consumer's view of the ring.
+        The batches taken stay uncommitted until ``store_taken``: once no bar came for
+        ``STORE_QUIET_S`` (``run``), once a batch holds a later minute than the first one taken
+        (a replay or a catch-up is not held back), or once they fill the consumer's view.
         """
         handled = 0
         # Reports first and always: an executor blocked on a full reports ring would never
@@ -216,6 +218,11 @@ class Brain(KernelProcess):
             self._publish(step.intents)
             self._remember(step)
         self._unstored.append((len(batch), step))
+        minutes = batch["open_time_ms"]
+        if self._unstored_minute is None:
+            self._unstored_minute = int(minutes.min())
+        if int(minutes.max()) > self._unstored_minute:
+            self.store_taken()  # a later minute came: the close burst of the first is over
         return handled + len(batch)
 
     def store_taken(self) -> int:
@@ -226,6 +233,7 @@ class Brain(KernelProcess):
             self._drops.update({k: v for k, v in step.dropped.items() if v})
             self._store(step)
             count += bars
+        self._unstored_minute = None
         self.bars.commit(count)
         return count
 

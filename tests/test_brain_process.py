@@ -358,26 +358,33 @@ def test_brain_commits_market_bars_only_after_queueing_their_rows(rings, tmp_pat
                            ("open", "high", "low", "close", "volume")))  # fmt: skip
     brain.core.finish_warm_up(None)
     brain.registry = ModelRegistry(FEATURE_NAMES)
-    brain.market = rings["market"].consumer(0, max_batch=64)
+    brain.market = rings["market"].consumer(0)
     brain.bars = ReadAhead(brain.market)
     brain.reports = rings["reports"].consumer(0)
     brain.intents = rings["intents"].producer()
     brain.writer = writer = _RecordingWriter(brain.market)
     intents = rings["intents"].consumer(0)
     producer = rings["market"].producer()
-    producer.publish_batch(live)
+    live = live[np.argsort(live["open_time_ms"], kind="stable")]  # minute by minute, as the feed
 
-    taken = 0
-    while taken < 64:  # a burst: every batch decided, nothing committed or queued yet
-        taken += brain.step()
-    assert brain.market.sequence == 0 and writer.queued == []
-    assert brain.step() == 0  # the batch is full: taken bars are stored first
-    assert brain.market.sequence == 64
+    producer.publish_batch(live[:1])  # a close burst: its bars come one by one
+    assert brain.step() == 1
+    producer.publish_batch(live[1:2])
+    assert brain.step() == 1
+    assert brain.market.sequence == 0 and writer.queued == []  # decided, nothing stored yet
+    assert brain.store_taken() == 2  # the burst is over (run: no bar for STORE_QUIET_S)
+    assert brain.market.sequence == 2
+
+    producer.publish_batch(live[2:4])
+    assert brain.step() == 2 and brain.market.sequence == 2
+    producer.publish_batch(live[4:])  # catching up: a later minute releases the ones before
+    assert brain.step() > 0 and brain.market.sequence > 4
     for _ in range(len(live)):
         if not brain.market.lag:
             break
         brain.step() or brain.store_taken()
     assert brain.market.sequence == len(live)
+    # store_taken queues rows, then commits: no row is queued after the bars are all released
     assert writer.queued and all(seq < len(live) for _, _, seq in writer.queued)
     assert {table for table, _, _ in writer.queued} == {"signals", "experience_buffer"}
     assert len(intents.poll()) > 0
