@@ -1,7 +1,8 @@
 """One server-side WebSocket connection with Binance's connection rules.
 
 Shared by market streams and the WebSocket API: a sender task drains an outgoing queue
-(applying stream faults to data frames), pings go out every 20 s of simulated time and must
+(applying stream faults to data frames), sending whatever is queued at once in one socket
+write, as a busy exchange's frames arrive together; pings go out every 20 s of simulated time and must
 be answered by a pong echoing the payload within 1 min, more than 5 incoming messages in a
 second (pings, pongs and requests all count) closes the connection with 1008, and the
 connection is cut once it has lived 24 h of simulated time.
@@ -22,6 +23,19 @@ from aegis.binance.sim.clock import SimClock
 from aegis.binance.sim.faults import FaultPlan, FrameAction
 
 LOG = logging.getLogger(__name__)
+
+
+def text_frame(text: str) -> bytes:
+    """One unfragmented, unmasked text frame (RFC 6455 §5.2: a server never masks)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = bytes((0x81, n))
+    elif n < 1 << 16:
+        header = bytes((0x81, 126)) + n.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + n.to_bytes(8, "big")
+    return header + payload
 
 
 @dataclass(frozen=True)
@@ -151,37 +165,65 @@ class WsConnection:
         held: str | None = None
         while True:
             item = await self.queue.get()
-            if item is None or self.closed:
-                return
-            data, text = item
-            if data and self.faults is not None:
+            batch = [item]
+            while not self.queue.empty():  # everything queued meanwhile goes in one write
+                batch.append(self.queue.get_nowait())
+            out: list[str] = []
+            for item in batch:
+                if item is None or self.closed:
+                    self._write(out)
+                    return
+                data, text = item
+                if not data or self.faults is None:
+                    out.append(text)
+                    continue
                 stall = self.faults.stalled_for()
                 if stall > 0:
+                    self._write(out)
+                    out = []
                     await asyncio.sleep(stall)
                 action = self.faults.next_frame_action()
                 if action is FrameAction.DROP_CONNECTION:
+                    self._write(out)
                     self.abort("fault: drop")
                     return
                 if action is FrameAction.REORDER and held is None:
                     held = text
                     continue
                 if action is FrameAction.MALFORMED_FIRST:
-                    await self._send(self.faults.malformed_frame())
-                await self._send(text)
+                    out.append(self.faults.malformed_frame())
+                out.append(text)
                 if action is FrameAction.DUPLICATE:
-                    await self._send(text)
+                    out.append(text)
                 if held is not None:
-                    await self._send(held)
+                    out.append(held)
                     held = None
-            else:
-                await self._send(text)
+            self._write(out)
+            await self._drained()
 
-    async def _send(self, text: str) -> None:
-        try:
-            await self.ws.send_str(text)
-            self.frames_sent += 1
-        except (ConnectionError, RuntimeError):
+    def _write(self, texts: list[str]) -> None:
+        """Send text frames in one socket write.
+
+        One write per batch, not one per frame: a frame per system call cost the simulator
+        ~40 µs a frame, CPU that a real exchange does not take from the machine it feeds.
+        """
+        if not texts or self.closed:
+            return
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.ws.closed:
             self._mark_closed("send failed")
+            return
+        transport.write(b"".join(map(text_frame, texts)))
+        self.frames_sent += len(texts)
+
+    async def _drained(self) -> None:
+        """Wait while the socket's write buffer is over its high-water mark (a slow reader)."""
+        transport = self.transport
+        if transport is None:
+            return
+        protocol = transport.get_protocol()
+        while getattr(protocol, "writing_paused", False) and not transport.is_closing():
+            await asyncio.sleep(0.001)
 
     async def _ping_loop(self) -> None:
         interval, timeout = self.rules.ping_interval_s, self.rules.pong_timeout_s
