@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
 import time
 
 import aiohttp
@@ -12,6 +10,7 @@ import orjson
 from aiohttp import WSMsgType
 from feed_support import DAY2, MINUTE, feed_rig, sim_config
 from test_feed_pipeline import assert_ring_exactly_once_in_order
+from ws_support import run_shard_on, server_frame
 
 from aegis.binance.sim.server import BinanceSimulator
 from aegis.binance.streams import StreamSettings, StreamShard
@@ -60,53 +59,13 @@ async def test_shard_answers_server_pings_with_echoed_pongs_and_keeps_its_connec
     assert len(conns) == 1 and conns[0].frames_sent > 0 and frames
 
 
-def _ws_text_frame(payload: bytes) -> bytes:
-    assert len(payload) < 126  # a server frame: unmasked, one-byte length
-    return bytes([0x81, len(payload)]) + payload
-
-
-async def _raw_ws_server(script):
-    """A bare TCP WebSocket server: it answers the handshake, then runs ``script(writer)``."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
-                   if line.lower().startswith(b"sec-websocket-key:"))  # fmt: skip
-        accept = base64.b64encode(
-            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
-        )
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
-        await script(writer)
-        await reader.read()  # until the client goes
-
-    return await asyncio.start_server(serve, "127.0.0.1", 0)
-
-
-async def _run_shard_on(script, on_frame, until) -> StreamShard:
-    server = await _raw_ws_server(script)
-    port = server.sockets[0].getsockname()[1]
-    shard = StreamShard(f"ws://127.0.0.1:{port}", ["btcusdt@kline_1m"], on_frame,
-                        lambda s: None, ConnectLimiter(), StreamSettings(silence_deadline_s=30))  # fmt: skip
-    task = asyncio.create_task(shard.run())
-    try:
-        deadline = time.monotonic() + 5
-        while not until() and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        server.close()
-    return shard
-
-
 async def test_frames_are_stamped_when_read_from_the_socket_not_when_handed_on():
     # B and C arrive in one TCP write 0.1 s after A; the handler is slow (40 ms per frame).
     # Stamped when handed on, C would be 40 ms after B; its bytes came in with B's.
-    async def script(writer):
-        writer.write(_ws_text_frame(b'"A"'))
+    async def script(reader, writer):
+        writer.write(server_frame(b'"A"'))
         await asyncio.sleep(0.1)
-        writer.write(_ws_text_frame(b'"B"') + _ws_text_frame(b'"C"'))
+        writer.write(server_frame(b'"B"') + server_frame(b'"C"'))
 
     stamps: dict[bytes, int] = {}
 
@@ -115,28 +74,28 @@ async def test_frames_are_stamped_when_read_from_the_socket_not_when_handed_on()
         time.sleep(0.04)
         return False
 
-    await _run_shard_on(script, on_frame, lambda: len(stamps) >= 3)
+    await run_shard_on(script, on_frame, lambda: len(stamps) >= 3)
     assert sorted(stamps) == [b'"A"', b'"B"', b'"C"']
     assert stamps[b'"C"'] == stamps[b'"B"']
     assert stamps[b'"B"'] - stamps[b'"A"'] >= 90_000_000
 
 
 async def test_fragmented_message_is_handed_on_whole_and_in_order():
-    async def script(writer):
+    async def script(reader, writer):
         first, last = bytes([0x01, 3]) + b'"B1', bytes([0x80, 3]) + b'B2"'  # text, continuation
-        writer.write(_ws_text_frame(b'"A"') + first)
+        writer.write(server_frame(b'"A"') + first)
         await asyncio.sleep(0.05)
-        writer.write(last + _ws_text_frame(b'"C"'))
+        writer.write(last + server_frame(b'"C"'))
 
     frames, on_frame = _frames_sink()
-    shard = await _run_shard_on(script, on_frame, lambda: len(frames) >= 3)
+    shard = await run_shard_on(script, on_frame, lambda: len(frames) >= 3)
     assert frames == [b'"A"', b'"B1B2"', b'"C"']
     assert shard.losses == 0
 
 
 async def test_a_failing_frame_handler_is_counted_and_the_stream_goes_on():
-    async def script(writer):
-        writer.write(b"".join(_ws_text_frame(f'"{i}"'.encode()) for i in range(6)))
+    async def script(reader, writer):
+        writer.write(b"".join(server_frame(f'"{i}"'.encode()) for i in range(6)))
 
     handed: list[bytes] = []
 
@@ -146,7 +105,7 @@ async def test_a_failing_frame_handler_is_counted_and_the_stream_goes_on():
             raise RuntimeError("a bug in the handler")
         return False
 
-    shard = await _run_shard_on(script, on_frame, lambda: len(handed) >= 6)
+    shard = await run_shard_on(script, on_frame, lambda: len(handed) >= 6)
     assert len(handed) == 6 and shard.handler_errors == 2 and shard.losses == 0
 
 

@@ -3,7 +3,8 @@
 ``KlineStreams`` splits the universe's ``<symbol>@kline_<interval>`` streams into shards of at
 most ``max_streams_per_connection`` (200 by default, well under Binance's 1024) and runs one
 ``StreamShard`` task per shard. Each shard keeps one live connection and hands every frame, as
-raw bytes with its receive stamp, to ``on_frame``. The stamp (``time.monotonic_ns``) is taken
+raw bytes with its receive stamp, to ``on_frame`` — or, given ``on_frames``, all the frames of
+one socket read to it in one call. The stamp (``time.monotonic_ns``) is taken
 when the frame's last bytes were read from the socket (``StampedConnection``), not when the
 frame is handed on: frames that arrive together in one read wait in turn for the handler, and
 that wait is part of the feed's latency, not hidden before its start.
@@ -43,19 +44,22 @@ from dataclasses import dataclass
 
 import orjson
 import websockets
-from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.frames import DATA_OPCODES, Frame, Opcode
 
 from aegis.backoff import backoff_delays
 from aegis.binance.ws_limits import ConnectLimiter, MessagePacer
+from aegis.binance.ws_reader import StampedConnection
 
 log = logging.getLogger(__name__)
 
 BINANCE_MAX_STREAMS = 1024
+MAX_MESSAGE = 1 << 20
 
 FrameHandler = Callable[[bytes, int], bool]
 """``on_frame(frame, recv_ns)``; returns True when the frame announces a server shutdown."""
+FramesHandler = Callable[[bytes, list[int], list[int], int], bool]
+"""``on_frames(buf, starts, ends, recv_ns)``: the frames ``buf[starts[i]:ends[i]]`` of one
+socket read at once; returns True when one announces a server shutdown."""
 ReconnectHandler = Callable[[tuple[str, ...]], None]
 """``on_reconnect(symbols)``: a lost connection of these (upper-case) symbols is back."""
 
@@ -122,57 +126,11 @@ def shard_streams(names: Sequence[str], max_per_shard: int) -> list[list[str]]:
     return shards
 
 
-class StampedConnection(ClientConnection):
-    """A client connection that hands each data message on as soon as its bytes are read.
-
-    ``on_message(payload, read_ns)`` runs inside ``data_received`` for every complete text or
-    binary message (fragments joined), with the time the chunk holding its last bytes was
-    read: no per-message future, queue or task switch sits between the socket and the feed.
-    Control frames stay with ``websockets`` (it answers pings with echoed pongs as it parses
-    them). Until ``on_message`` is set, messages go to ``recv`` as usual; ``detach()`` sends
-    them there again (a connection being closed must stop feeding the handler at once).
-    """
-
-    def __init__(self, *args, on_message: Callable[[bytes, int], None] | None = None,
-                 **kwargs) -> None:  # fmt: skip
-        super().__init__(*args, **kwargs)
-        self.on_message = on_message
-        self._chunk_ns = 0
-        self._parts: list[bytes] | None = None  # a fragmented message being joined
-
-    def detach(self) -> None:
-        self.on_message = None
-        self._parts = None
-
-    def data_received(self, data: bytes) -> None:
-        self._chunk_ns = time.monotonic_ns()
-        super().data_received(data)
-
-    def process_event(self, event) -> None:
-        deliver = self.on_message
-        if deliver is None or not isinstance(event, Frame):
-            super().process_event(event)  # the handshake; or a detached connection
-            return
-        opcode = event.opcode
-        if opcode is Opcode.CONT:
-            if self._parts is not None:  # the protocol refuses a CONT outside a message
-                self._parts.append(bytes(event.data))
-                if event.fin:
-                    message, self._parts = b"".join(self._parts), None
-                    deliver(message, self._chunk_ns)
-        elif opcode in DATA_OPCODES:
-            if event.fin:
-                deliver(bytes(event.data), self._chunk_ns)
-            else:
-                self._parts = [bytes(event.data)]
-        else:
-            super().process_event(event)  # ping, pong, close
-
-
 class _Connection:
     """One open connection of a shard and what it has seen (``deliver`` is its handler)."""
 
-    def __init__(self, on_frame: FrameHandler, on_error: Callable[[], None], opened_at: float):
+    def __init__(self, on_frame: FrameHandler, on_frames: FramesHandler | None,
+                 on_error: Callable[[], None], opened_at: float):  # fmt: skip
         self.ws: StampedConnection | None = None
         self.opened_at = opened_at
         self.opened_mono = time.monotonic()
@@ -183,19 +141,31 @@ class _Connection:
         self.frames = 0
         self.reader: asyncio.Task | None = None
         self._on_frame = on_frame
+        self._on_frames = on_frames
         self._on_error = on_error
 
-    def deliver(self, frame: bytes, read_ns: int) -> None:
+    def deliver(self, buf: bytes, starts: list[int], ends: list[int], read_ns: int) -> None:
         self.last_frame_ns = read_ns
-        self.frames += 1
+        self.frames += len(starts)
         if not self.got_frame:
             self.got_frame = True
             self.first_frame.set()
-        try:
-            if self._on_frame(frame, read_ns):
-                self.shutdown_notice = True
-        except Exception:
-            self._on_error()  # the handler must never raise; a bug there must not kill the stream
+        # The handler must never raise; a bug there must not kill the stream. A failing batch
+        # loses the rest of its read: the sequencer sees the hole at the next bar and fills it.
+        if self._on_frames is not None and len(starts) > 1:
+            try:
+                if self._on_frames(buf, starts, ends, read_ns):
+                    self.shutdown_notice = True
+            except Exception:
+                self._on_error()
+            return
+        whole = len(buf)
+        for start, end in zip(starts, ends, strict=True):
+            try:
+                if self._on_frame(buf if start == 0 and end == whole else buf[start:end], read_ns):
+                    self.shutdown_notice = True
+            except Exception:
+                self._on_error()
 
     async def close(self, abort: bool) -> None:
         if self.ws is not None:
@@ -224,6 +194,7 @@ class StreamShard:
         limiter: ConnectLimiter,
         settings: StreamSettings,
         *,
+        on_frames: FramesHandler | None = None,
         name: str = "shard",
         age_clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -236,6 +207,7 @@ class StreamShard:
         self.streams = list(streams)
         self.name = name
         self._on_frame = on_frame
+        self._on_frames = on_frames
         self._on_reconnect = on_reconnect
         self._limiter = limiter
         self._settings = settings
@@ -378,7 +350,8 @@ class StreamShard:
 
     async def _connect(self) -> _Connection:
         s = self._settings
-        conn = _Connection(self._on_frame, self._count_handler_error, self._age_clock())
+        conn = _Connection(self._on_frame, self._on_frames, self._count_handler_error,
+                           self._age_clock())  # fmt: skip
         try:
             # The handler is in place before the first byte after the handshake is read.
             conn.ws = await websockets.connect(
@@ -387,9 +360,11 @@ class StreamShard:
                 open_timeout=s.open_timeout_s,
                 close_timeout=1.0,
                 max_queue=s.receive_queue,
-                max_size=1 << 20,
+                max_size=MAX_MESSAGE,
                 compression=None,
-                create_connection=functools.partial(StampedConnection, on_message=conn.deliver),
+                create_connection=functools.partial(
+                    StampedConnection, on_messages=conn.deliver, max_message=MAX_MESSAGE
+                ),
             )
         except InvalidURI as exc:
             raise StreamConfigError(f"bad stream URL {self.base_url!r}: {exc}") from None
@@ -454,6 +429,7 @@ class KlineStreams:
         on_frame: FrameHandler,
         on_reconnect: ReconnectHandler,
         *,
+        on_frames: FramesHandler | None = None,
         interval: str = "1m",
         settings: StreamSettings | None = None,
         limiter: ConnectLimiter | None = None,
@@ -469,7 +445,8 @@ class KlineStreams:
         for i, part in enumerate(parts):
             shard = StreamShard(
                 base_url, part, on_frame, on_reconnect, self.limiter, self.settings,
-                name=f"stream-shard-{i}", age_clock=age_clock, rng=random.Random(rng.random()),
+                on_frames=on_frames, name=f"stream-shard-{i}", age_clock=age_clock,
+                rng=random.Random(rng.random()),
             )  # fmt: skip
             self.shards.append(shard)
         self._tasks: list[asyncio.Task] = []
