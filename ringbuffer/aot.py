@@ -23,8 +23,10 @@ import shutil
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from types import ModuleType
 
 MODULE_NAME = "_kernels_aot"
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -47,6 +49,9 @@ class AotBuildError(RuntimeError):
     """The ahead-of-time module could not be built (no compiler, no setuptools, bad kernel)."""
 
 
+NOT_BUILT = "are not built"
+
+
 def numba_version() -> str:
     """The installed Numba's version, read from its metadata (Numba itself is not imported)."""
     try:
@@ -55,54 +60,132 @@ def numba_version() -> str:
         return "none"
 
 
+@dataclass(frozen=True)
+class AotModule:
+    """Numba kernels compiled into one extension module, and how to tell it is current.
+
+    Every ``<export>_nb`` kernel of ``kernels`` (with exactly one explicit signature) is
+    exported as ``<export>``, with ``source_digest()``: the digest of ``sources`` (files in
+    ``package_dir``), of this builder and of the Numba version. ``load`` returns the module only
+    while that digest equals the installed sources' one.
+    """
+
+    name: str
+    package: str
+    package_dir: Path
+    sources: tuple[str, ...]
+    kernels: str
+    exports: tuple[str, ...]
+
+    def source_digest(self, source_dir: Path | None = None, numba: str | None = None) -> int:
+        """A signed 64-bit digest of ``sources`` in ``source_dir``, this builder and Numba."""
+        source_dir = self.package_dir if source_dir is None else source_dir
+        h = hashlib.blake2b(digest_size=8)
+        for name in self.sources:
+            h.update(name.encode() + b"\0" + (source_dir / name).read_bytes() + b"\0")
+        if Path(__file__).resolve().parent != self.package_dir:
+            h.update(b"builder\0" + Path(__file__).read_bytes() + b"\0")
+        h.update(b"numba " + (numba_version() if numba is None else numba).encode())
+        return int.from_bytes(h.digest(), "little", signed=True)
+
+    def build(self, output_dir: Path | None = None) -> Path:
+        """Compile the kernels into ``output_dir`` (default: the package); return the path.
+
+        The module is linked in a temporary directory, loaded once to check its digest, then
+        renamed into place: a process importing it meanwhile sees the old file or the new one.
+        """
+        output_dir = self.package_dir if output_dir is None else output_dir
+        try:
+            with warnings.catch_warnings():
+                # pycc is "pending deprecation" with no replacement yet; it is what works today.
+                warnings.simplefilter("ignore")
+                from numba.pycc import CC
+        except ImportError as exc:
+            raise AotBuildError(
+                f"numba.pycc cannot be imported ({exc}); it needs setuptools"
+            ) from exc
+        kernels = importlib.import_module(self.kernels)
+        digest = self.source_digest()
+        staging = Path(tempfile.mkdtemp(prefix=".aot-build-", dir=output_dir))
+        try:
+            cc = CC(self.name)
+            cc.output_dir = str(staging)
+            for name in self.exports:
+                dispatcher = getattr(kernels, f"{name}_nb")
+                signatures = dispatcher.nopython_signatures
+                if len(signatures) != 1:
+                    raise AotBuildError(f"{self.kernels}.{name}_nb needs one explicit signature")
+                cc.export(name, signatures[0])(dispatcher.py_func)
+            cc.export("source_digest", "int64()")(_constant(digest))
+            try:
+                cc.compile()
+            except Exception as exc:  # distutils/compiler errors have no common base class
+                raise AotBuildError(f"compiling {self.name} failed: {exc}") from exc
+            built = staging / cc.output_file
+            if _load(self.name, built).source_digest() != digest:
+                raise AotBuildError(f"{built} does not report the digest it was built with")
+            target = output_dir / cc.output_file
+            os.replace(built, target)
+            return target
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def load(self, digest: int | None = None) -> tuple[ModuleType | None, str]:
+        """(The module, "") when it is built and reports ``digest`` (default: the installed
+        sources'), else (None, why not)."""
+        if digest is None:
+            try:
+                digest = self.source_digest()
+            except OSError as exc:  # a source file missing from the installation
+                return None, f"cannot be checked against their sources ({exc})"
+        name = f"{self.package}.{self.name}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                return None, f"fail to import ({exc})"
+            return None, NOT_BUILT
+        except ImportError as exc:  # e.g. built for another platform, or truncated
+            return None, f"fail to import ({exc})"
+        built = module.source_digest()
+        if built != digest:
+            return None, (
+                f"are stale (built from sources with digest {_hex(built)}, the installed sources "
+                f"have {_hex(digest)})"
+            )
+        return module, ""
+
+    def main(self, what: str, argv: list[str] | None = None) -> int:
+        """The command line of a ``python -m`` module that builds this one."""
+        parser = argparse.ArgumentParser(
+            prog=f"python -m {self.package}.{what.split()[0]}",
+            description=f"Compile the {what} ahead of time (see the module's docs).",
+        )
+        parser.add_argument("--output-dir", type=Path, default=self.package_dir,
+                            help="where to write the module (default: the package, where it is loaded)")  # fmt: skip
+        args = parser.parse_args(argv)
+        try:
+            path = self.build(args.output_dir)
+        except (AotBuildError, OSError) as exc:
+            print(f"{what}: ahead-of-time build failed: {exc}", file=sys.stderr)
+            print(f"{what}: processes will compile them with Numba's JIT instead", file=sys.stderr)
+            return 1
+        print(f"{what}: built {path} (source digest {_hex(self.source_digest())})")
+        return 0
+
+
+RING = AotModule(MODULE_NAME, __package__ or "aegis.ringbuffer", PACKAGE_DIR, SOURCES,
+                 f"{__package__ or 'aegis.ringbuffer'}.kernels_nb", KERNEL_NAMES)  # fmt: skip
+
+
 def source_digest(source_dir: Path = PACKAGE_DIR, numba: str | None = None) -> int:
     """Return a signed 64-bit digest of ``SOURCES`` in ``source_dir`` and the Numba version."""
-    h = hashlib.blake2b(digest_size=8)
-    for name in SOURCES:
-        h.update(name.encode() + b"\0" + (source_dir / name).read_bytes() + b"\0")
-    h.update(b"numba " + (numba_version() if numba is None else numba).encode())
-    return int.from_bytes(h.digest(), "little", signed=True)
+    return RING.source_digest(source_dir, numba)
 
 
 def build(output_dir: Path = PACKAGE_DIR) -> Path:
-    """Compile the kernels into ``output_dir``; return the module's path.
-
-    The module is linked in a temporary directory, loaded once to check its digest, then
-    renamed into place: a process importing it meanwhile sees the old file or the new one.
-    """
-    try:
-        with warnings.catch_warnings():
-            # pycc is "pending deprecation" with no replacement yet; it is what works today.
-            warnings.simplefilter("ignore")
-            from numba.pycc import CC
-    except ImportError as exc:
-        raise AotBuildError(f"numba.pycc cannot be imported ({exc}); it needs setuptools") from exc
-    from . import kernels_nb
-
-    digest = source_digest()
-    staging = Path(tempfile.mkdtemp(prefix=".aot-build-", dir=output_dir))
-    try:
-        cc = CC(MODULE_NAME)
-        cc.output_dir = str(staging)
-        for name in KERNEL_NAMES:
-            dispatcher = getattr(kernels_nb, f"{name}_nb")
-            signatures = dispatcher.nopython_signatures
-            if len(signatures) != 1:
-                raise AotBuildError(f"kernels_nb.{name}_nb needs one explicit signature")
-            cc.export(name, signatures[0])(dispatcher.py_func)
-        cc.export("source_digest", "int64()")(_constant(digest))
-        try:
-            cc.compile()
-        except Exception as exc:  # distutils/compiler errors have no common base class
-            raise AotBuildError(f"compiling {MODULE_NAME} failed: {exc}") from exc
-        built = staging / cc.output_file
-        if _load(built).source_digest() != digest:
-            raise AotBuildError(f"{built} does not report the digest it was built with")
-        target = output_dir / cc.output_file
-        os.replace(built, target)
-        return target
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Compile the ring kernels into ``output_dir``; return the module's path."""
+    return RING.build(output_dir)
 
 
 def _constant(value: int):
@@ -112,30 +195,20 @@ def _constant(value: int):
     return source_digest
 
 
-def _load(path: Path):
+def _load(name: str, path: Path):
     """Import the extension module at ``path`` under a private name (a sanity check)."""
-    spec = importlib.util.spec_from_file_location(MODULE_NAME, path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def _hex(digest: int) -> str:
+    return f"{digest & (2**64 - 1):016x}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m aegis.ringbuffer.aot",
-        description="Compile the ring kernels ahead of time (see the aegis.ringbuffer.aot docs).",
-    )
-    parser.add_argument("--output-dir", type=Path, default=PACKAGE_DIR,
-                        help="where to write the module (default: the package, where it is loaded)")  # fmt: skip
-    args = parser.parse_args(argv)
-    try:
-        path = build(args.output_dir)
-    except (AotBuildError, OSError) as exc:
-        print(f"ring kernels: ahead-of-time build failed: {exc}", file=sys.stderr)
-        print("ring kernels: processes will compile them with Numba's JIT instead", file=sys.stderr)
-        return 1
-    print(f"ring kernels: built {path} (source digest {source_digest() & (2**64 - 1):016x})")
-    return 0
+    return RING.main("ring kernels", argv)
 
 
 if __name__ == "__main__":

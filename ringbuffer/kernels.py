@@ -16,12 +16,10 @@ imported (the first ``ring.producer()``/``ring.consumer()`` of a process).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 
 from . import aot
 
@@ -29,7 +27,6 @@ log = logging.getLogger(__name__)
 
 ENV_VAR = "AEGIS_RING_KERNELS"
 MODES = ("auto", "aot", "jit")
-_NOT_BUILT = "are not built"
 
 
 @dataclass(frozen=True)
@@ -56,47 +53,18 @@ def load(mode: str = "auto", digest: int | None = None) -> RingKernels:
         raise ValueError(f"{ENV_VAR}={mode!r}: expected one of {', '.join(MODES)}")
     if mode == "jit":
         return _jit()
-    module, why_not = _aot_module(digest)
+    module, why_not = aot.RING.load(digest)
     if module is not None:
         return RingKernels("aot", **{name: getattr(module, name) for name in aot.KERNEL_NAMES})
     if mode == "aot":
         raise ImportError(f"{ENV_VAR}=aot but the ring's ahead-of-time kernels {why_not}")
     log.log(
-        logging.INFO if why_not == _NOT_BUILT else logging.WARNING,
+        logging.INFO if why_not == aot.NOT_BUILT else logging.WARNING,
         "ring kernels: the ahead-of-time kernels %s; using Numba's JIT (~100 MB more RSS in "
         "this process). Build them with `python -m aegis.ringbuffer.aot`.",
         why_not,
     )
     return _jit()
-
-
-def _aot_module(digest: int | None) -> tuple[ModuleType | None, str]:
-    """Return (the ahead-of-time module, "") when it is built and current, else (None, why)."""
-    if digest is None:
-        try:
-            digest = aot.source_digest()
-        except OSError as exc:  # a source file missing from the installation
-            return None, f"cannot be checked against their sources ({exc})"
-    name = f"{__package__}.{aot.MODULE_NAME}"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            return None, f"fail to import ({exc})"
-        return None, _NOT_BUILT
-    except ImportError as exc:  # e.g. built for another platform, or truncated
-        return None, f"fail to import ({exc})"
-    built = module.source_digest()
-    if built != digest:
-        return None, (
-            f"are stale (built from sources with digest {_hex(built)}, the installed sources "
-            f"have {_hex(digest)})"
-        )
-    return module, ""
-
-
-def _hex(digest: int) -> str:
-    return f"{digest & (2**64 - 1):016x}"
 
 
 def _jit() -> RingKernels:

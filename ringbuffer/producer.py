@@ -94,17 +94,29 @@ class Producer:
         if sleepers:
             self._wake(sleepers)
 
+    def try_publish_batch(self, records: np.ndarray) -> int:
+        """Publish the leading records of a 1-D array that fit now, in order; return how many
+        (0 when the ring is full; never waits)."""
+        records = self._batch_of(records)
+        address, total = records.ctypes.data, len(records)
+        start = 0
+        while start < total:
+            count, sleepers = publish_batch(self._base, address, start, total)
+            if sleepers:
+                self._wake(sleepers)
+            if not count:
+                self._meta[H_STALLS] += 1
+                break
+            start += count
+        return start
+
     def publish_batch(self, records: np.ndarray, timeout: float | None = None) -> None:
         """Publish every record of a 1-D array, as many per cursor release as fit.
 
         Raises ``RingFull`` (with ``.published``, the count that did go out, in order) when
         no slot frees up for ``timeout`` seconds in a row.
         """
-        if not isinstance(records, np.ndarray) or records.dtype != self._dtype:
-            raise TypeError(f"publish_batch needs an array of the ring's dtype {self._dtype}")
-        if records.ndim != 1:
-            raise ValueError(f"publish_batch needs a 1-D array, got shape {records.shape}")
-        records = np.ascontiguousarray(records)  # kept referenced while its address is used
+        records = self._batch_of(records)
         address, total = records.ctypes.data, len(records)
         start = 0
         attempt = 0
@@ -131,6 +143,13 @@ class Producer:
                 )
             self._wait.idle(attempt)
             attempt += 1
+
+    def _batch_of(self, records: np.ndarray) -> np.ndarray:
+        if not isinstance(records, np.ndarray) or records.dtype != self._dtype:
+            raise TypeError(f"a batch must be an array of the ring's dtype {self._dtype}")
+        if records.ndim != 1:
+            raise ValueError(f"a batch must be a 1-D array, got shape {records.shape}")
+        return np.ascontiguousarray(records)  # kept referenced while its address is used
 
     def close(self) -> None:
         """Release the producer role (the cursor stays in shared memory)."""

@@ -112,6 +112,26 @@ def test_ring_publish_batch_wraps_and_raises_ringfull_with_published_count(ring_
         assert seen == list(range(5, 13))
 
 
+def test_ring_try_publish_batch_publishes_what_fits_in_order_and_never_waits(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=8, consumers=1) as ring:
+        producer, consumer = ring.producer(), ring.consumer(0)
+        records = np.zeros(20, SEQ_DTYPE)
+        records["seq"] = np.arange(20)
+        assert producer.try_publish_batch(records[:3]) == 3
+        assert producer.try_publish_batch(records[3:]) == 5  # the ring holds 8
+        assert Ring.inspect(ring_name).stalls == 1  # the rest did not fit: one stall
+        assert producer.try_publish_batch(records[8:]) == 0 and Ring.inspect(ring_name).stalls == 2
+        consumer.poll()
+        consumer.commit(6)
+        assert producer.try_publish_batch(records[8:]) == 6  # wraps round the buffer's end
+        seen = consumer.poll()["seq"].tolist()
+        consumer.commit()
+        seen += consumer.poll()["seq"].tolist()
+        assert seen == list(range(6, 14))
+        with pytest.raises(TypeError):
+            producer.try_publish_batch(np.zeros(2, np.int64))
+
+
 def test_ring_wraps_many_times_over_capacity_without_loss(ring_name):
     total = 20_000
     with Ring.create(ring_name, SEQ_DTYPE, capacity=8, consumers=1) as ring:
