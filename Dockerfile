@@ -14,7 +14,8 @@ COPY schema ./schema
 RUN python -m venv /opt/aegis \
  && /opt/aegis/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/aegis/bin/pip install --no-cache-dir . \
- && /opt/aegis/bin/python -m aegis.ringbuffer.aot
+ && /opt/aegis/bin/python -m aegis.ringbuffer.aot \
+ && /opt/aegis/bin/python -m aegis.binance.kline_kernels
 
 # Runtime stage: the virtualenv and a non-root user, nothing else.
 FROM python:3.11-slim

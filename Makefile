@@ -5,11 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.aegis-installed
 BENCH_STAMP := $(VENV)/.aegis-bench-installed
-# The ring kernels compiled ahead of time, so that feed and executor run without Numba (~100 MB
-# RSS each). Rebuilt when their sources change; a failed build (no C compiler) is not an error:
-# the processes then compile the kernels with Numba's JIT and log why.
+# The ring kernels and the feed's kline parser compiled ahead of time, so that feed and executor
+# run without Numba (~100 MB RSS each). Rebuilt when their sources change; a failed build (no C
+# compiler) is not an error: the processes then compile them with Numba's JIT and log why.
 RING_AOT_STAMP := $(VENV)/.aegis-ring-aot
-RING_AOT_SOURCES := ringbuffer/kernels_nb.py ringbuffer/layout.py ringbuffer/aot.py
+RING_AOT_SOURCES := ringbuffer/kernels_nb.py ringbuffer/layout.py ringbuffer/aot.py \
+	aegis/binance/_kline_nb.py aegis/binance/kline_layout.py aegis/binance/kline_kernels.py
 
 .PHONY: run test bench lint clean
 
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml
 
 $(RING_AOT_STAMP): $(STAMP) $(RING_AOT_SOURCES)
 	$(BIN)/python -m aegis.ringbuffer.aot || true
+	$(BIN)/python -m aegis.binance.kline_kernels || true
 	@touch $(RING_AOT_STAMP)
 
 # Benchmark peers (NautilusTrader, backtesting.py, faster-fifo, pyzmq) only for `make bench`.
@@ -43,4 +45,4 @@ lint: $(STAMP)
 
 clean:
 	# never var/: it holds the embedded databases, i.e. the trading history
-	rm -rf $(VENV) build *.egg-info ringbuffer/_kernels_aot.*
+	rm -rf $(VENV) build *.egg-info ringbuffer/_kernels_aot.* aegis/binance/_kline_aot.*

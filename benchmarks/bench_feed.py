@@ -6,6 +6,12 @@
   ``BarSequencer`` → ``RingPublisher`` → a real shared-memory ``aegis.ringbuffer`` ring
   (in-progress updates conflated, closed bars published). A consumer drains the ring between
   chunks; its time is included. Median of 3 passes.
+* ``burst_*``: one process, no network. A minute's close burst, the 300 closing frames read in
+  one chunk of server frames, handed to a ``StampedConnection`` (past a real handshake) the way
+  the socket does: frame splitting, one compiled parse of the chunk (``KlineIntake.on_frames``),
+  sequencing, one ring publish, timed from the read to the last bar in the ring; and the same
+  bursts through the per-frame path (``on_frame``) for comparison. 57 bursts, the first 3 left
+  out.
 * ``ws_*``: end to end over real sockets. The simulator runs in its own process at full speed
   (speed 0) with 300 symbols; ``MarketFeed`` in this process receives over WebSocket, parses,
   sequences and publishes closed bars into a real ring. ``ws_frames_per_s`` is frames received
@@ -15,14 +21,17 @@
   ``ws_recv_to_publish`` starts at the bar's receive stamp, when its frame's bytes were read
   from the socket, so it includes the wait behind the frames read with it (at full speed the
   feed is saturated and that wait is queueing, growing with the backlog);
-  ``ws_handled_to_publish`` starts when the feed's handler got the frame: the feed's own
-  work per frame (parse, validation, sequencing, publish).
+  ``ws_handled_to_publish`` starts when the feed's handler got the frame (or, for the frames
+  of one read handed on together, got them): the feed's own work (parse, validation,
+  sequencing, publish).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
+import hashlib
 import os
 import statistics
 import tempfile
@@ -30,6 +39,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from websockets.client import ClientProtocol
+from websockets.uri import parse_uri
 
 from aegis.binance.intake import KlineIntake
 from aegis.binance.market_feed import FeedOptions, MarketFeed
@@ -37,9 +48,11 @@ from aegis.binance.protocol import KlineParser, build_kline_frame
 from aegis.binance.rest import BinanceRestClient
 from aegis.binance.sequencer import BarSequencer
 from aegis.binance.sim.process import SimulatorProcess
-from aegis.binance.streams import StreamSettings
+from aegis.binance.sim.ws_connection import text_frame
+from aegis.binance.streams import StreamSettings, _Connection
 from aegis.binance.universe import select_universe
 from aegis.binance.weight import WeightBudget
+from aegis.binance.ws_reader import StampedConnection
 from aegis.processes.feed_outputs import LatencyRecorder, RingPublisher
 from aegis.records import BAR_CLOSED, BAR_DTYPE
 from aegis.ringbuffer import Ring
@@ -59,14 +72,16 @@ def _recorded(coin: str, n: int) -> np.ndarray:
     return np.array(rows)
 
 
-def _frames(minutes: int) -> tuple[list[bytes], dict[str, int]]:
+def _frames(
+    minutes: int, updates_per_bar: int = UPDATES_PER_BAR
+) -> tuple[list[bytes], dict[str, int]]:
     names = [f"S{i:03d}USDT" for i in range(N_SYMBOLS)]
     ids = {name: i + 1 for i, name in enumerate(names)}
     sources = [_recorded(c, minutes) for c in ("BTC", "ETH", "SOL", "ADA", "DOGE")]
     rec = np.zeros(1, dtype=BAR_DTYPE)[0]
     frames = []
     for m in range(minutes):
-        for k in range(1, UPDATES_PER_BAR + 1):
+        for k in range(1, updates_per_bar + 1):
             for i, name in enumerate(names):
                 t, o, h, lo, c, v = sources[i % 5][m]
                 scale = 1 + i / 1000
@@ -77,7 +92,7 @@ def _frames(minutes: int) -> tuple[list[bytes], dict[str, int]]:
                 rec["volume"], rec["quote_volume"] = v, v * c * scale
                 rec["taker_buy_volume"], rec["taker_buy_quote_volume"] = v / 2, v * c * scale / 2
                 rec["trades"] = 100
-                rec["flags"] = BAR_CLOSED if k == UPDATES_PER_BAR else 0
+                rec["flags"] = BAR_CLOSED if k == updates_per_bar else 0
                 frames.append(build_kline_frame(rec, name, "1m", int(t) + k * 2000 - 1))
     return frames, ids
 
@@ -146,6 +161,7 @@ async def _ws_run(seconds: float) -> dict:
         feed = MarketFeed(sim.ws_url, rest, universe.ids(), publish, options=options)
         for shard in feed.streams.shards:  # measuring only: the feed offers no hook there
             shard._on_frame = _timed_handler(shard._on_frame, handed_ns)
+            shard._on_frames = _timed_handler(shard._on_frames, handed_ns)
 
         async def drain() -> None:
             while True:
@@ -188,12 +204,13 @@ async def _ws_run(seconds: float) -> dict:
     }
 
 
-def _timed_handler(on_frame, handed_ns: list[int]):
-    """``on_frame`` that first notes when it was handed the frame (into ``handed_ns[0]``)."""
+def _timed_handler(handler, handed_ns: list[int]):
+    """``on_frame`` or ``on_frames`` that first notes when it was handed its frames (into
+    ``handed_ns[0]``): for the frames of one read, every bar counts from that moment."""
 
-    def timed(frame: bytes, recv_ns: int) -> bool:
+    def timed(*args) -> bool:
         handed_ns[0] = time.monotonic_ns()
-        return on_frame(frame, recv_ns)
+        return handler(*args)
 
     return timed
 
@@ -202,18 +219,92 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
+def _closed_bursts(minutes: int) -> tuple[list[bytes], dict[str, int], int]:
+    """Per minute, the closing frames of all symbols as one chunk of server frames."""
+    frames, ids = _frames(minutes, updates_per_bar=1)
+    chunks = [b"".join(text_frame(f.decode()) for f in frames[i : i + N_SYMBOLS])
+              for i in range(0, len(frames), N_SYMBOLS)]  # fmt: skip
+    return chunks, ids, int(_recorded("BTC", 1)[0, 0])
+
+
+def _stamped_after_handshake(on_messages) -> StampedConnection:
+    """A ``StampedConnection`` past a real handshake, fed by hand (no socket)."""
+    protocol = ClientProtocol(parse_uri("ws://bench.invalid/stream"))
+    request = protocol.connect()
+    protocol.send_request(request)
+    protocol.data_to_send()  # the request is not sent anywhere
+    ws = StampedConnection(protocol, on_messages=on_messages)
+    accept = base64.b64encode(hashlib.sha1(
+        request.headers["Sec-WebSocket-Key"].encode() + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+    ).digest())  # fmt: skip
+    ws.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")  # fmt: skip
+    return ws
+
+
+async def _burst_run(chunks: list[bytes], ids: dict[str, int], first_open: int,
+                     batched: bool) -> list[float]:  # fmt: skip
+    with Ring.create(f"aegis-bench-burst-{os.getpid()}-{int(batched)}", BAR_DTYPE, 1 << 12,
+                     1) as ring:  # fmt: skip
+        producer, consumer = ring.producer(), ring.consumer(0)
+        publisher = RingPublisher(producer)
+        sequencer = BarSequencer(N_SYMBOLS + 1, MINUTE, publisher.publish, lambda sid: None,
+                                 publish_many=publisher.publish_many if batched else None)  # fmt: skip
+        for sid in ids.values():
+            sequencer.start_at(sid, first_open)
+        intake = KlineIntake(KlineParser(ids), sequencer)
+        KlineParser(ids).warm()
+        # What a shard hands its connection (``on_frames`` only where the feed uses it).
+        conn = _Connection(intake.on_frame, intake.on_frames if batched else None,
+                           lambda: None, 0.0)  # fmt: skip
+        ws = _stamped_after_handshake(conn.deliver)
+        burst_ms = []
+        for chunk in chunks:
+            t0 = time.perf_counter_ns()
+            ws.data_received(chunk)
+            burst_ms.append((time.perf_counter_ns() - t0) / 1e6)
+            taken = 0
+            while taken < N_SYMBOLS:  # a read stops at the ring buffer's end
+                taken += len(consumer.poll())
+                consumer.commit()
+            assert taken == N_SYMBOLS
+        assert publisher.published == len(chunks) * N_SYMBOLS and intake.rejects.total == 0
+        del producer, consumer
+    return burst_ms[3:]  # the first bursts warm caches
+
+
+def bench_burst(minutes: int = 60) -> dict:
+    """A minute's close burst (300 closed frames read in one chunk) through the feed's path:
+    frame splitting, one compiled parse of the chunk, sequencing, one ring publish; and, for
+    comparison in the same run, the same bursts through the per-frame path (``on_frame``, what
+    a frame read alone takes). Before 2026-12-07 every frame took that path, after websockets'
+    own frame parsing (~5 µs a frame, not in this figure)."""
+    chunks, ids, first_open = _closed_bursts(minutes)
+    out = {"burst_frames": N_SYMBOLS}
+    for label, batched in (("burst", True), ("burst_frame_by_frame", False)):
+        ms = np.array(asyncio.run(_burst_run(chunks, ids, first_open, batched)))
+        out[f"{label}_ms_p50"] = float(np.percentile(ms, 50))
+        out[f"{label}_ms_p99"] = float(np.percentile(ms, 99))
+        out[f"{label}_us_per_frame"] = float(np.percentile(ms, 50)) * 1000 / N_SYMBOLS
+    return out
+
+
 def bench_ws(seconds: float = 8.0) -> dict:
     return asyncio.run(_ws_run(seconds))
 
 
 def run() -> dict:
-    results = {**bench_pipeline(), **bench_ws()}
+    results = {**bench_pipeline(), **bench_burst(), **bench_ws()}
     print("feed (300 symbols)")
     print(f"  pipeline frames/s (parse+validate+sequence+ring)  {results['pipeline_frames_per_s']:>10,.0f}"
           "  (target >= 50,000)")  # fmt: skip
     print(
         f"  pipeline per frame                                {results['pipeline_us_per_frame']:>10.2f} us"
     )
+    for label, name in (("burst", "close burst of 300 in one read"),
+                        ("burst_frame_by_frame", "same, frame by frame (on_frame)")):  # fmt: skip
+        print(f"  {name:<34}p50 {results[f'{label}_ms_p50']:>6.3f} ms  p99 "
+              f"{results[f'{label}_ms_p99']:>6.3f} ms  ({results[f'{label}_us_per_frame']:.2f} us/frame)")  # fmt: skip
     print(
         f"  websocket frames/s received and handled           {results['ws_frames_per_s']:>10,.0f}"
     )

@@ -94,14 +94,21 @@ class Feed(KernelProcess):
         names = {x.symbol_id: x.symbol for x in universe.symbols}
         self.store = ClosedBarStore(MarketDataWriter(self.writer), names, cache=self.cache)
         publish, add = self.publisher.publish, self.store.add
+        publish_many, add_many = self.publisher.publish_many, self.store.add_many
 
         def on_closed(record: np.ndarray) -> None:
             publish(record)
             add(record)
 
+        def on_closed_many(records: np.ndarray) -> None:
+            publish_many(records)
+            add_many(records)
+
         self.feed = MarketFeed(
-            self.settings.ws_url, self.rest, universe.ids(), on_closed, options=self.tuning.options
-        )
+            self.settings.ws_url, self.rest, universe.ids(), on_closed,
+            on_closed_many=on_closed_many, options=self.tuning.options,
+        )  # fmt: skip
+        self.feed.parser.warm()
         self._start_stored = last_stored
 
     # -- run --------------------------------------------------------------------------------

@@ -61,6 +61,7 @@ class RingPublisher:
     ) -> None:
         """``producer`` is an ``aegis.ringbuffer.Producer`` of a BAR_DTYPE ring."""
         self._try_publish = producer.try_publish
+        self._try_publish_batch = producer.try_publish_batch
         self._backlog: deque[np.ndarray] = deque()
         self._latency = latency
         self._retry_s = retry_s
@@ -83,6 +84,20 @@ class RingPublisher:
         self._backlog.append(record.copy())
         self.backlogged += 1
         self._wakeup.set()
+
+    def publish_many(self, records: np.ndarray) -> None:
+        """Publish records in order (one ring release for all that fit); queue the rest."""
+        done = 0 if self._backlog else self._try_publish_batch(records)
+        self.published += done
+        if self._latency is not None:
+            now = self._clock()
+            for recv_ns in records["recv_ns"][:done].tolist():
+                self._latency.add(now - recv_ns)
+        if done < len(records):
+            for i in range(done, len(records)):
+                self._backlog.append(records[i : i + 1].copy())
+            self.backlogged += len(records) - done
+            self._wakeup.set()
 
     async def run(self) -> None:
         """Drain the backlog whenever the ring has room again (run as a task)."""
@@ -128,14 +143,22 @@ class ClosedBarStore:
 
     def add(self, record: np.ndarray) -> None:
         """Take one closed bar (a one-record array); flush at once when the buffer is full."""
-        if self._count == len(self._buffer):
-            self.flush()
-        now = self._clock()
-        if self._count == 0:
-            self._first_s = now
-        self._last_s = now
-        self._buffer[self._count] = record[0]
-        self._count += 1
+        self.add_many(record)
+
+    def add_many(self, records: np.ndarray) -> None:
+        """Take closed bars (a BAR_DTYPE array), flushing whenever the buffer fills."""
+        taken = 0
+        while taken < len(records):
+            if self._count == len(self._buffer):
+                self.flush()
+            now = self._clock()
+            if self._count == 0:
+                self._first_s = now
+            self._last_s = now
+            n = min(len(records) - taken, len(self._buffer) - self._count)
+            self._buffer[self._count : self._count + n] = records[taken : taken + n]
+            self._count += n
+            taken += n
 
     def due_in(self) -> float | None:
         """Seconds until the buffered bars are due for a flush (0: now); None when empty."""

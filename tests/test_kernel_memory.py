@@ -101,6 +101,8 @@ specs = [p for p in DEFAULT_TABLE.processes if p.name in ("feed", "executor")]
 for spec in specs:
     load_entry(spec.entry)
     load_entry(spec.prepare)()
+from aegis.binance.protocol import KlineParser
+KlineParser({"BTCUSDT": 1}).warm()  # what the feed does before its first frame
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite"))
 print(json.dumps({"backend": kernels.BACKEND, "entries": [p.entry for p in specs],
                   "loaded": loaded}))

@@ -1,7 +1,8 @@
 """The per-frame hot path: wire bytes → validated BAR_DTYPE record → sequencer.
 
-``KlineIntake.on_frame`` is what every stream connection calls for every frame it receives. A
-frame is parsed once into a preallocated one-record array (``KlineParser.parse_into``), then a
+``KlineIntake.on_frame`` is what a stream connection calls for a frame it receives alone, and
+``on_frames`` for the frames of one socket read (a close burst; see its docs). A frame is parsed
+once into a preallocated one-record array (``KlineParser.parse_into``), then a
 closed bar goes to ``BarSequencer.offer_closed`` and an in-progress one to ``offer_update``.
 A frame that fails validation is counted by reason in ``FrameRejects`` and logged with a
 sample at most once per reason per ``log_every_s``; it never raises and never reaches a ring.
@@ -21,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from aegis.binance.kline_layout import CLOSED, UPDATE
 from aegis.binance.protocol import KlineParser, MalformedFrame
 from aegis.binance.sequencer import BarSequencer
 from aegis.records import BAR_CLOSED, BAR_DTYPE
@@ -75,6 +77,7 @@ class KlineIntake:
         rejects: FrameRejects | None = None,
     ) -> None:
         self._parse_into = parser.parse_into
+        self._parse_many = parser.parse_many
         self._sequencer = sequencer
         self.rejects = rejects or FrameRejects()
         self._record = np.zeros(1, dtype=BAR_DTYPE)
@@ -83,6 +86,7 @@ class KlineIntake:
         self._open = self._record["open_time_ms"]
         self._sid = self._record["symbol_id"]
         self._offer_closed = sequencer.offer_closed
+        self._offer_closed_many = sequencer.offer_closed_many
         self._offer_update = sequencer.offer_update
         self.server_now_ms = 0
         self.frames = 0
@@ -114,3 +118,43 @@ class KlineIntake:
         if proved > self.server_now_ms:
             self.server_now_ms = proved
         return False
+
+    def on_frames(self, buf: bytes, starts: list[int], ends: list[int], recv_ns: int) -> bool:
+        """Handle the frames ``buf[starts[i]:ends[i]]`` of one socket read, in order; return
+        True when one announced a server shutdown.
+
+        One compiled pass parses them all (``KlineParser.parse_many``); each run of closed bars
+        goes to the sequencer in one call, so the ring publishes the run at once. A frame that
+        pass is not sure of takes ``on_frame``, in its place in the order.
+        """
+        records, status, interval_ms = self._parse_many(
+            buf, np.array(starts, np.int64), np.array(ends, np.int64), recv_ns
+        )
+        shutdown = False
+        status_of = status.tolist()
+        n = len(status_of)
+        i = 0
+        while i < n:
+            kind = status_of[i]
+            if kind == CLOSED:
+                j = i + 1
+                while j < n and status_of[j] == CLOSED:
+                    j += 1
+                run = records[i:j]
+                self._offer_closed_many(run)
+                self.frames += j - i
+                proved = int((run["open_time_ms"] + interval_ms[i:j]).max())
+                i = j
+            elif kind == UPDATE:
+                sid, open_ms = int(records["symbol_id"][i]), int(records["open_time_ms"][i])
+                self._offer_update(records[i : i + 1], sid, open_ms)
+                self.frames += 1
+                proved = open_ms
+                i += 1
+            else:
+                shutdown = self.on_frame(buf[starts[i] : ends[i]], recv_ns) or shutdown
+                i += 1
+                continue
+            if proved > self.server_now_ms:
+                self.server_now_ms = proved
+        return shutdown

@@ -3,7 +3,7 @@ sequencer ← backfill.
 
 ``MarketFeed`` wires the parts for a universe and calls ``on_closed(record)`` (a one-record
 BAR_DTYPE array) exactly once per (symbol, open time), in time order per symbol, for every closed
-bar; the caller decides where records go (ring, database, cache). ``take_updates()`` returns the
+bar — or, given ``on_closed_many``, hands it the bars of one socket read together; the caller decides where records go (ring, database, cache). ``take_updates()`` returns the
 conflated in-progress bars for callers that publish them.
 
 Start-up is local first: ``start(last_stored)`` takes the open time of the newest bar the
@@ -55,6 +55,7 @@ class MarketFeed:
         symbol_ids: Mapping[str, int],
         on_closed: Callable[[np.ndarray], None],
         *,
+        on_closed_many: Callable[[np.ndarray], None] | None = None,
         options: FeedOptions | None = None,
         limiter: ConnectLimiter | None = None,
         age_clock: Callable[[], float] = time.monotonic,
@@ -69,8 +70,9 @@ class MarketFeed:
         rng = rng or random.Random()
         self.parser = KlineParser(self.symbol_ids, (opts.interval,))
         self.sequencer = BarSequencer(
-            max(self._symbols) + 1, self.interval_ms, on_closed, self._request_backfill
-        )
+            max(self._symbols) + 1, self.interval_ms, on_closed, self._request_backfill,
+            publish_many=on_closed_many,
+        )  # fmt: skip
         self.intake = KlineIntake(
             self.parser, self.sequencer, FrameRejects(opts.reject_log_every_s)
         )
@@ -82,7 +84,7 @@ class MarketFeed:
         )  # fmt: skip
         self.streams = KlineStreams(
             ws_url, list(self.symbol_ids), self.intake.on_frame, self._on_reconnect,
-            interval=opts.interval, settings=opts.streams, limiter=limiter,
+            on_frames=self.intake.on_frames, interval=opts.interval, settings=opts.streams, limiter=limiter,
             age_clock=age_clock, rng=random.Random(rng.random()),
         )  # fmt: skip
         self.reconnect_gates = 0

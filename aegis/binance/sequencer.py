@@ -43,10 +43,13 @@ class BarSequencer:
         interval_ms: int,
         publish: Callable[[np.ndarray], None],
         request_backfill: Callable[[int], None],
+        publish_many: Callable[[np.ndarray], None] | None = None,
     ) -> None:
-        """``publish`` gets a one-record BAR_DTYPE array (copy it to keep it)."""
+        """``publish`` gets a one-record BAR_DTYPE array (copy it to keep it); ``publish_many``,
+        when given, the bars of one ``offer_closed_many`` call that go out, in order."""
         self.interval_ms = interval_ms
         self._publish = publish
+        self._publish_many = publish_many
         self._request = request_backfill
         # Python lists, not numpy arrays: the hot path reads single items, where lists are
         # several times faster than numpy scalar indexing.
@@ -128,6 +131,31 @@ class BarSequencer:
             return HELD
         self._emit(sid, open_ms, record)
         return PUBLISHED
+
+    def offer_closed_many(self, records: np.ndarray) -> int:
+        """``offer_closed`` for each record of a BAR_DTYPE array, in order; the bars that go out
+        are published together (``publish_many``). Return how many went out."""
+        sids = records["symbol_id"].tolist()
+        opens = records["open_time_ms"].tolist()
+        out: list[int] = []
+        nxt, gated, interval = self._next, self._gated, self.interval_ms
+        for j, sid in enumerate(sids):
+            open_ms = opens[j]
+            expected = nxt[sid]
+            if not gated[sid] and (open_ms == expected or expected == UNKNOWN):
+                nxt[sid] = open_ms + interval  # offer_closed's hot path, published below
+                out.append(j)
+            else:  # a duplicate, a held bar or a gap: offer_closed publishes none of these
+                self.offer_closed(records[j : j + 1], sid, open_ms)
+        if out:
+            self.published += len(out)
+            batch = records if len(out) == len(records) else records[out]
+            if self._publish_many is not None:
+                self._publish_many(batch)
+            else:
+                for j in range(len(batch)):
+                    self._publish(batch[j : j + 1])
+        return len(out)
 
     def fill(self, symbol_id: int, bars: np.ndarray, through_ms: int | None = None) -> int:
         """Publish backfilled closed ``bars`` (sorted, one symbol), then the held ones it frees.
