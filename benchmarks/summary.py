@@ -113,6 +113,14 @@ HEADLINES: list[tuple[str, str, str, str, str, object]] = [
     ),
     (
         "feed",
+        "burst_ms_p99",
+        "a close burst of 300 frames read at once → all in the ring p99",
+        "ms",
+        "",
+        None,
+    ),
+    (
+        "feed",
         "ws_recv_to_publish_us_p99",
         "socket read → ring publish p99, feed saturated (queueing)",
         "µs",
