@@ -9,7 +9,7 @@ import functools
 import websockets
 from ws_support import raw_ws_server, read_client_frame, run_shard_on, server_frame
 
-from aegis.binance.ws_reader import StampedConnection
+from aegis.binance.ws_reader import MAX_GROUP, StampedConnection
 
 PING, PONG, CLOSE = 0x9, 0xA, 0x8
 
@@ -53,12 +53,16 @@ async def test_a_handshake_response_whose_end_comes_in_a_later_read_is_still_und
     assert frames == [b'"A"', b'"B"'] and shard.losses == 0
 
 
-async def _read_directly(script, count: int, **server) -> tuple[list[bytes], StampedConnection]:
-    """Messages a bare ``StampedConnection`` hands on (no shard around it)."""
+async def _read_directly(script, count: int, groups: list[int] | None = None,
+                         **server) -> tuple[list[bytes], StampedConnection]:  # fmt: skip
+    """Messages a bare ``StampedConnection`` hands on (no shard around it); ``groups`` gets the
+    number of messages of each call."""
     frames: list[bytes] = []
 
     def on_messages(buf, starts, ends, read_ns):
         frames.extend(buf[s:e] for s, e in zip(starts, ends, strict=True))
+        if groups is not None:
+            groups.append(len(starts))
 
     listening = await raw_ws_server(script, **server)
     port = listening.sockets[0].getsockname()[1]
@@ -87,6 +91,17 @@ async def test_after_the_handshake_the_connection_splits_common_frames_itself():
     early = server_frame(b'"A"')
     frames, ws = await _read_directly(script, 4, with_handshake=early, hold_last=2)
     assert frames == [b'"A"', b'"B"', b'"C"', b'"D"'] and ws.split_messages == 3
+
+
+async def test_a_large_read_is_handed_on_in_groups_in_order():
+    sent = [f'"{i}"'.encode() for i in range(150)]
+
+    async def script(reader, writer):
+        writer.write(b"".join(server_frame(p) for p in sent))  # one write, read in one chunk
+
+    groups: list[int] = []
+    frames, _ = await _read_directly(script, 150, groups)
+    assert frames == sent and max(groups) == MAX_GROUP and sum(groups) == 150
 
 
 async def test_frames_cut_anywhere_between_reads_arrive_whole_and_in_order():

@@ -18,7 +18,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from aegis.binance.kline_layout import CLOSED, FALLBACK, N_KEYS, UPDATE
+from aegis.binance.kline_layout import (
+    BAR_CLOSED_FLAG,
+    CLOSED,
+    FALLBACK,
+    N_KEYS,
+    UPDATE,
+    W_ID_FLAGS,
+    W_OPEN,
+    W_PRICES,
+    W_RECV,
+    W_TRADES,
+)
 
 _MAX_EXACT = 1 << 53
 
@@ -134,8 +145,9 @@ def _symbol_slot(buf, s, length, names, name_len, table):
 
 @njit(cache=True)
 def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, iv_ms, pow10,
-               scratch, ints, floats, row):  # fmt: skip
-    """Status of one frame; on CLOSED/UPDATE its values are in ``ints[row]``, ``floats[row]``."""
+               scratch, words, prices, intervals, row):  # fmt: skip
+    """Status of one frame; on CLOSED/UPDATE its record is in ``words[row]`` (``prices[row]`` is
+    the same memory as doubles) and its interval in ``intervals[row]``."""
     # Positions: stream, data.e, data.s, k.s, k.i as (start, stop) of the string's content.
     stream_a = stream_b = e_a = e_b = ds_a = ds_b = -1
     # Where each k field's value starts and stops (read only for fields seen in this frame).
@@ -318,17 +330,18 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
         value = _decimal(buf, k_pos[field], k_stop[field], pow10)
         if value < 0.0:
             return FALLBACK
-        floats[row, slot] = value
-    o, h, lo, c = floats[row, 0], floats[row, 1], floats[row, 2], floats[row, 3]
-    v, q, tv, tq = floats[row, 4], floats[row, 5], floats[row, 6], floats[row, 7]
+        prices[row, W_PRICES + slot] = value
+    p = W_PRICES
+    o, h, lo, c = prices[row, p], prices[row, p + 1], prices[row, p + 2], prices[row, p + 3]
+    v, q, tv, tq = prices[row, p + 4], prices[row, p + 5], prices[row, p + 6], prices[row, p + 7]
     interval_ms = iv_ms[iv]
     if not (0.0 < lo <= o <= h and lo <= c <= h and 0.0 <= tv <= v and 0.0 <= tq <= q
             and open_ms % interval_ms == 0 and close_ms == open_ms + interval_ms - 1):  # fmt: skip
         return FALLBACK
-    ints[row, 0] = open_ms
-    ints[row, 1] = ids[idx]
-    ints[row, 2] = trades
-    ints[row, 3] = interval_ms
+    words[row, W_OPEN] = open_ms
+    words[row, W_ID_FLAGS] = ids[idx] | ((BAR_CLOSED_FLAG if x_true else 0) << 32)
+    words[row, W_TRADES] = trades
+    intervals[row] = interval_ms
     return CLOSED if x_true else UPDATE
 
 
@@ -348,21 +361,27 @@ def _is_word(buf, a, length, which):
 _SIGNATURE = (
     "int64(uint8[::1], int64[::1], int64[::1], uint8[:, ::1], int64[::1], int64[::1], int64[::1],"
     " uint8[:, ::1], int64[::1], int64[::1], float64[::1], int64[:, ::1], int64[:, ::1],"
-    " float64[:, ::1], int8[::1])"
+    " float64[:, ::1], int64[::1], int64, int8[::1])"
 )
 
 
 @njit(_SIGNATURE, cache=True)
 def parse_klines_nb(buf, starts, ends, names, name_len, ids, table, iv_names, iv_len, iv_ms,
-                    pow10, scratch, ints, floats, status):  # fmt: skip
-    """Parse frames ``buf[starts[r]:ends[r]]``; write ``status[r]`` and, unless FALLBACK, their
-    values in ``ints[r]`` and ``floats[r]``. ``scratch``: (2, N_KEYS) int64. Return how many
-    were not FALLBACK."""
+                    pow10, scratch, words, prices, intervals, recv_ns, status):  # fmt: skip
+    """Parse frames ``buf[starts[r]:ends[r]]``; write ``status[r]`` and, unless FALLBACK, the
+    record of each into ``words[r]`` (BAR_DTYPE as 8-byte words; ``prices``: the same memory as
+    doubles) with ``recv_ns``, and its interval into ``intervals[r]``; a FALLBACK row is zeros
+    but for ``recv_ns``. ``scratch``: (2, N_KEYS) int64. Return how many were not FALLBACK."""
     parsed = 0
     for r in range(len(starts)):
         s = _parse_one(buf, starts[r], ends[r], names, name_len, ids, table, iv_names, iv_len,
-                       iv_ms, pow10, scratch, ints, floats, r)  # fmt: skip
+                       iv_ms, pow10, scratch, words, prices, intervals, r)  # fmt: skip
         status[r] = s
-        if s != FALLBACK:
+        if s == FALLBACK:
+            for w in range(words.shape[1]):
+                words[r, w] = 0
+            intervals[r] = 0
+        else:
             parsed += 1
+        words[r, W_RECV] = recv_ns
     return parsed

@@ -88,6 +88,7 @@ class KlineIntake:
         self._offer_closed = sequencer.offer_closed
         self._offer_closed_many = sequencer.offer_closed_many
         self._offer_update = sequencer.offer_update
+        self._offer_updates = sequencer.offer_updates
         self.server_now_ms = 0
         self.frames = 0
         self.control_replies = 0
@@ -124,7 +125,8 @@ class KlineIntake:
         True when one announced a server shutdown.
 
         One compiled pass parses them all (``KlineParser.parse_many``); each run of closed bars
-        goes to the sequencer in one call, so the ring publishes the run at once. A frame that
+        goes to the sequencer in one call, so the ring publishes the run at once, and so does
+        each run of in-progress bars. A frame that
         pass is not sure of takes ``on_frame``, in its place in the order.
         """
         records, status, interval_ms = self._parse_many(
@@ -132,6 +134,7 @@ class KlineIntake:
         )
         shutdown = False
         status_of = status.tolist()
+        opens = records["open_time_ms"].tolist()
         n = len(status_of)
         i = 0
         while i < n:
@@ -140,17 +143,18 @@ class KlineIntake:
                 j = i + 1
                 while j < n and status_of[j] == CLOSED:
                     j += 1
-                run = records[i:j]
-                self._offer_closed_many(run)
+                self._offer_closed_many(records[i:j])
                 self.frames += j - i
-                proved = int((run["open_time_ms"] + interval_ms[i:j]).max())
+                proved = int((records["open_time_ms"][i:j] + interval_ms[i:j]).max())
                 i = j
             elif kind == UPDATE:
-                sid, open_ms = int(records["symbol_id"][i]), int(records["open_time_ms"][i])
-                self._offer_update(records[i : i + 1], sid, open_ms)
-                self.frames += 1
-                proved = open_ms
-                i += 1
+                j = i + 1
+                while j < n and status_of[j] == UPDATE:
+                    j += 1
+                self._offer_updates(records[i:j])
+                self.frames += j - i
+                proved = max(opens[i:j])
+                i = j
             else:
                 shutdown = self.on_frame(buf[starts[i] : ends[i]], recv_ns) or shutdown
                 i += 1

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import orjson
 
 from aegis.binance import kline_kernels
-from aegis.binance.kline_layout import CLOSED, N_FLOATS, N_INTS, N_KEYS, POW10
+from aegis.binance import kline_layout as layout
+from aegis.binance.kline_layout import N_KEYS, N_WORDS, POW10
 from aegis.records import BAR_BACKFILLED, BAR_CLOSED, BAR_DTYPE
 
 # Fixed-length intervals only: "1M" (calendar month) has no constant length to align to.
@@ -94,8 +96,22 @@ def _check_times(open_ms: int, close_ms: int, interval_ms: int) -> None:
         raise MalformedFrame("close time inconsistent with interval")
 
 
-_FLOAT_FIELDS = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume",
-                 "taker_buy_quote_volume")  # fmt: skip
+def _check_layout() -> None:
+    """The compiled parser writes BAR_DTYPE records as 8-byte words: the layout must hold."""
+    words = {"open_time_ms": layout.W_OPEN, "recv_ns": layout.W_RECV,
+             "symbol_id": layout.W_ID_FLAGS, "trades": layout.W_TRADES}  # fmt: skip
+    prices = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume",
+              "taker_buy_quote_volume")  # fmt: skip
+    words.update({name: layout.W_PRICES + j for j, name in enumerate(prices)})
+    fields = BAR_DTYPE.fields
+    wrong = [n for n, w in words.items() if fields[n][1] != 8 * w]
+    if (wrong or fields["flags"][1] != 8 * layout.W_ID_FLAGS + 4
+            or BAR_DTYPE.itemsize != 8 * N_WORDS or layout.BAR_CLOSED_FLAG != BAR_CLOSED
+            or sys.byteorder != "little"):  # fmt: skip
+        raise RuntimeError(f"BAR_DTYPE no longer matches kline_layout (fields {wrong})")
+
+
+_check_layout()
 
 
 def _kline_tables(ids: Mapping[str, int], interval_ms: Mapping[str, int]) -> tuple:
@@ -152,6 +168,7 @@ class KlineParser:
             f"{s.lower()}@kline_{i}": (s, i) for s in self._ids for i in self._interval_ms
         }
         self._tables = _kline_tables(self._ids, self._interval_ms)
+        self._scratch = np.zeros((2, N_KEYS), np.int64)
 
     def parse_into(self, frame: bytes, out: np.ndarray, index: int, recv_ns: int = 0) -> int | None:
         """Write the kline of one combined-stream frame into ``out[index]``.
@@ -208,21 +225,19 @@ class KlineParser:
         that fails a check.
         """
         n = len(starts)
-        ints = np.zeros((n, N_INTS), np.int64)
-        floats = np.zeros((n, N_FLOATS))
-        status = np.empty(n, np.int8)
-        data = np.frombuffer(buf, np.uint8).copy()  # the kernel's signature takes a writable array
-        _parse_klines()(data, starts, ends, *self._tables, np.zeros((2, N_KEYS), np.int64),
-                           ints, floats, status)  # fmt: skip
         out = np.zeros(n, BAR_DTYPE)
-        out["open_time_ms"] = ints[:, 0]
-        out["recv_ns"] = recv_ns
-        out["symbol_id"] = ints[:, 1]
-        out["flags"] = np.where(status == CLOSED, BAR_CLOSED, 0)
-        for j, name in enumerate(_FLOAT_FIELDS):
-            out[name] = floats[:, j]
-        out["trades"] = ints[:, 2]
-        return out, status, ints[:, 3]
+        intervals = np.zeros(n, np.int64)
+        status = np.empty(n, np.int8)
+        if n:  # only the frames' span of the read, copied: the kernel takes a writable array
+            lo, hi = int(starts[0]), int(ends[-1])
+            data = np.frombuffer(buf, np.uint8, hi - lo, lo).copy()
+            starts, ends = starts - lo, ends - lo
+        else:
+            data = np.zeros(0, np.uint8)
+        _parse_klines()(data, starts, ends, *self._tables, self._scratch,
+                        out.view(np.int64).reshape(n, N_WORDS),
+                        out.view(np.float64).reshape(n, N_WORDS), intervals, recv_ns, status)  # fmt: skip
+        return out, status, intervals
 
     def warm(self) -> None:
         """Load the compiled batch parser now, not on the first close burst (ahead-of-time:

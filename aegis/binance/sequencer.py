@@ -227,6 +227,23 @@ class BarSequencer:
             self._latest_words[symbol_id] = record.view(np.uint64)
             self._dirty.add(symbol_id)
 
+    def offer_updates(self, records: np.ndarray) -> None:
+        """``offer_update`` for each record of a BAR_DTYPE array, in order (one row copied per
+        symbol: the last one kept)."""
+        latest_open = self._latest_open
+        kept: dict[int, int] = {}
+        for j, (sid, open_ms) in enumerate(
+            zip(records["symbol_id"].tolist(), records["open_time_ms"].tolist(), strict=True)
+        ):
+            if open_ms >= latest_open[sid]:
+                latest_open[sid] = open_ms
+                kept[sid] = j
+        if kept:
+            words = records.view(np.uint64).reshape(len(records), -1)
+            for sid, j in kept.items():
+                self._latest_words[sid] = words[j]
+            self._dirty.update(kept)
+
     def take_updates(self) -> np.ndarray:
         """The in-progress bars changed since the last call (a new array; may be empty)."""
         ids = np.fromiter(sorted(self._dirty), dtype=np.int64, count=len(self._dirty))
