@@ -10,6 +10,7 @@ the AEGIS tables take ``pg_migrated_dsn`` (one migrated database per session).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -168,3 +169,15 @@ def redis_prefix(redis_url: str) -> Iterator[str]:
 def data_dir() -> Path:
     """The real recorded Binance data bundled with the package."""
     return Path(__file__).resolve().parents[1] / "aegis" / "data"
+
+
+@pytest.fixture(scope="session")
+def samples(data_dir):
+    """Real Binance WebSocket market messages, by kind (``binance_ws_market_examples_real``)."""
+    return json.loads((data_dir / "samples" / "binance_ws_market_examples_real.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def closed_msg(samples):
+    """A real closing kline message of the combined stream (BTCUSDT, 2021-04-04)."""
+    return samples["kline_closed_combined"]["msg"]

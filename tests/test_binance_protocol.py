@@ -27,16 +27,6 @@ from aegis.records import BAR_BACKFILLED, BAR_CLOSED, BAR_DTYPE
 IDS = {"BTCUSDT": 7, "ETHUSDT": 8}
 
 
-@pytest.fixture(scope="module")
-def samples(data_dir):
-    return json.loads((data_dir / "samples" / "binance_ws_market_examples_real.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def closed_msg(samples):
-    return samples["kline_closed_combined"]["msg"]
-
-
 @pytest.fixture
 def parser():
     return KlineParser(IDS, intervals=("1m", "5m"))

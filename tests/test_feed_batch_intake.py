@@ -11,15 +11,15 @@ import uuid
 
 import numpy as np
 import orjson
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from test_feed_units import read_open_times
 
 from aegis.binance.intake import FrameRejects, KlineIntake
 from aegis.binance.protocol import KlineParser, build_kline_frame
 from aegis.binance.sequencer import BarSequencer
 from aegis.binance.sim.faults import MALFORMED_FRAMES
-from aegis.processes.feed_outputs import ClosedBarStore, RingPublisher
+from aegis.processes.feed_outputs import RingPublisher
 from aegis.records import BAR_CLOSED, BAR_DTYPE
 from aegis.ringbuffer import Ring
 
@@ -135,41 +135,8 @@ async def test_ring_publisher_publishes_a_batch_at_once_and_queues_what_does_not
         publisher.publish(records[12:13])
         assert publisher.backlog == 5
         drain = asyncio.create_task(publisher.run())
-        for _ in range(200):
-            seen += consumer.poll()["open_time_ms"].tolist()
-            consumer.commit()
-            if len(seen) == 13:
-                break
-            await asyncio.sleep(0.002)
+        await read_open_times(consumer, 13, seen)
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
         del consumer
     assert seen == list(range(13)) and publisher.backlog == 0 and publisher.published == 13
-
-
-def test_closed_bar_store_takes_a_batch_larger_than_its_buffer_in_order():
-    class Sink:  # stands in for MarketDataWriter: only the hand-over is under test
-        def __init__(self):
-            self.flushed: list[list[int]] = []
-
-        def write_symbols(self, names, timeframe, bars):
-            self.flushed.append(bars["open_time_ms"].tolist())
-
-    sink = Sink()
-    store = ClosedBarStore(sink, {1: "BTCUSDT"}, capacity=4)
-    records = np.zeros(10, BAR_DTYPE)
-    records["open_time_ms"] = np.arange(10)
-    store.add_many(records)
-    assert sink.flushed == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert store.flush() == 2 and sink.flushed[-1] == [8, 9]
-
-
-@pytest.mark.parametrize("size", [0, 1])
-def test_closed_bar_store_batch_of_nothing_or_one_is_like_add(size):
-    class Sink:
-        def write_symbols(self, names, timeframe, bars):
-            pass
-
-    store = ClosedBarStore(Sink(), {1: "BTCUSDT"})
-    store.add_many(np.zeros(size, BAR_DTYPE))
-    assert (store.due_in() is None) == (size == 0)

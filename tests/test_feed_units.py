@@ -130,6 +130,20 @@ def test_intake_control_reply_is_no_market_data_and_shutdown_notice_is_reported(
     assert intake.rejects.total == 0 and published == []
 
 
+async def read_open_times(consumer, count: int, seen: list[int] | None = None) -> list[int]:
+    """Open times read off a BAR_DTYPE ring until ``count`` (1 s at most)."""
+    import asyncio
+
+    seen = [] if seen is None else seen
+    for _ in range(500):
+        seen += consumer.poll()["open_time_ms"].tolist()
+        consumer.commit()
+        if len(seen) >= count:
+            break
+        await asyncio.sleep(0.002)
+    return seen
+
+
 async def test_ring_publisher_full_ring_queues_in_order_and_drains_without_blocking():
     import asyncio
     import os
@@ -149,31 +163,28 @@ async def test_ring_publisher_full_ring_queues_in_order_and_drains_without_block
             rec[0]["open_time_ms"] = i
             publisher.publish(rec)
         assert publisher.backlog == 12
-        seen: list[int] = []
-        for _ in range(200):
-            batch = consumer.poll()
-            seen += batch["open_time_ms"].tolist()
-            consumer.commit()
-            if len(seen) == 20:
-                break
-            await asyncio.sleep(0.002)
+        seen = await read_open_times(consumer, 20)
         drain.cancel()
         await asyncio.gather(drain, return_exceptions=True)
-        del consumer, batch
+        del consumer
     assert seen == list(range(20)) and publisher.backlog == 0 and publisher.published == 20
+
+
+class BarSink:
+    """Stands in for MarketDataWriter where only the hand-over is under test: the open times of
+    each batch handed over."""
+
+    def __init__(self):
+        self.flushed: list[list[int]] = []
+
+    def write_symbols(self, names, timeframe, bars):
+        self.flushed.append(bars["open_time_ms"].tolist())
 
 
 def test_closed_bar_store_waits_for_the_close_burst_to_end_but_never_past_its_deadline():
     from aegis.processes.feed_outputs import ClosedBarStore
 
-    class Sink:  # stands in for MarketDataWriter: only the hand-over is under test
-        def __init__(self):
-            self.flushed: list[int] = []
-
-        def write_symbols(self, names, timeframe, bars):
-            self.flushed.append(len(bars))
-
-    now, sink = [100.0], Sink()
+    now, sink = [100.0], BarSink()
     store = ClosedBarStore(sink, {1: "BTCUSDT"}, flush_every_s=0.25, quiet_s=0.02,
                            clock=lambda: now[0])  # fmt: skip
     assert store.due_in() is None  # nothing buffered, nothing due
@@ -188,10 +199,31 @@ def test_closed_bar_store_waits_for_the_close_burst_to_end_but_never_past_its_de
     assert store.due_in() == pytest.approx(0.005)
     now[0] += 0.005
     assert store.due_in() == 0.0  # quiet for 20 ms: flush now
-    assert store.flush() == 11 and sink.flushed == [11] and store.due_in() is None
+    assert store.flush() == 11 and len(sink.flushed[0]) == 11 and store.due_in() is None
     now[0] += 0.1
     for i in range(30):  # a replay that never pauses: the oldest bar bounds the wait
         store.add(rec)
         assert store.due_in() == pytest.approx(max(0.0, min(0.02, 0.25 - i * 0.01)))
         now[0] += 0.01
     assert store.due_in() == 0.0
+
+
+def test_closed_bar_store_takes_a_batch_larger_than_its_buffer_in_order():
+    from aegis.processes.feed_outputs import ClosedBarStore
+
+    sink = BarSink()
+    store = ClosedBarStore(sink, {1: "BTCUSDT"}, capacity=4)
+    records = np.zeros(10, BAR_DTYPE)
+    records["open_time_ms"] = np.arange(10)
+    store.add_many(records)
+    assert sink.flushed == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert store.flush() == 2 and sink.flushed[-1] == [8, 9]
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_closed_bar_store_batch_of_nothing_or_one_is_like_add(size):
+    from aegis.processes.feed_outputs import ClosedBarStore
+
+    store = ClosedBarStore(BarSink(), {1: "BTCUSDT"})
+    store.add_many(np.zeros(size, BAR_DTYPE))
+    assert (store.due_in() is None) == (size == 0)

@@ -4,7 +4,6 @@ Python parser accepts, with the same record, and hands everything else back to i
 from __future__ import annotations
 
 import copy
-import json
 import logging
 
 import numpy as np
@@ -30,16 +29,6 @@ def backend(request, monkeypatch):
         pytest.skip(f"{exc} (build it with `python -m aegis.binance.kline_kernels`)")
     monkeypatch.setattr(protocol, "_parse_klines", lambda: parse)
     return request.param
-
-
-@pytest.fixture(scope="module")
-def samples(data_dir):
-    return json.loads((data_dir / "samples" / "binance_ws_market_examples_real.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def closed_msg(samples):
-    return samples["kline_closed_combined"]["msg"]
 
 
 def _parse_many(parser: KlineParser, frames: list[bytes], recv_ns: int = 5):

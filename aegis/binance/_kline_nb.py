@@ -46,7 +46,10 @@ for _letter, _field in zip("tTsifLochlvnxqVQB", range(N_KEYS), strict=True):
 
 @njit(cache=True)
 def _string_end(buf, i, end):
-    """``buf[i]`` is the opening quote: index of the closing one, or -1 (escape, control, non-ASCII)."""
+    """Index of the closing quote of the string opening at ``buf[i]``, or -1 (no string there;
+    an escape, a control character or non-ASCII in it)."""
+    if i >= end or buf[i] != 34:  # "
+        return -1
     i += 1
     while i < end:
         b = buf[i]
@@ -121,6 +124,15 @@ def _same(buf, a, b, length):
 
 
 @njit(cache=True)
+def _row_is(table, row, buf, a, length):
+    """Whether ``table[row, :length]`` holds the bytes ``buf[a:a+length]``."""
+    for j in range(length):
+        if table[row, j] != buf[a + j]:
+            return False
+    return True
+
+
+@njit(cache=True)
 def _symbol_slot(buf, s, length, names, name_len, table):
     """Index in ``names`` of the upper-case symbol ``buf[s:s+length]``, or -1."""
     h = np.uint64(1469598103934665603)
@@ -132,14 +144,8 @@ def _symbol_slot(buf, s, length, names, name_len, table):
         idx = table[slot]
         if idx < 0:
             return -1
-        if name_len[idx] == length:
-            same = True
-            for j in range(length):
-                if names[idx, j] != buf[s + j]:
-                    same = False
-                    break
-            if same:
-                return idx
+        if name_len[idx] == length and _row_is(names, idx, buf, s, length):
+            return idx
         slot = (slot + 1) & mask
 
 
@@ -164,8 +170,6 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
         return FALLBACK
     i += 1
     while True:
-        if i >= end or buf[i] != 34:
-            return FALLBACK
         kq = _string_end(buf, i, end)
         if kq < 0 or kq + 1 >= end or buf[kq + 1] != 58:  # :
             return FALLBACK
@@ -177,7 +181,7 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
         opens_object = False
         if level == 0:
             if key_len == 6 and _is_word(buf, key_a, 6, 0):  # "stream"
-                if top_seen & 1 or buf[v] != 34:
+                if top_seen & 1:
                     return FALLBACK
                 q = _string_end(buf, v, end)
                 if q < 0:
@@ -218,8 +222,6 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
                 if i < 0:
                     return FALLBACK
             else:
-                if buf[v] != 34:
-                    return FALLBACK
                 q = _string_end(buf, v, end)
                 if q < 0:
                     return FALLBACK
@@ -251,8 +253,6 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
                     return FALLBACK
                 k_pos[field], k_stop[field] = v, i
             else:
-                if buf[v] != 34:
-                    return FALLBACK
                 q = _string_end(buf, v, end)
                 if q < 0:
                     return FALLBACK
@@ -296,15 +296,9 @@ def _parse_one(buf, start, end, names, name_len, ids, table, iv_names, iv_len, i
     iv = -1
     ilen = ki_b - ki_a
     for j in range(len(iv_len)):
-        if iv_len[j] == ilen:
-            ok = True
-            for m in range(ilen):
-                if iv_names[j, m] != buf[ki_a + m]:
-                    ok = False
-                    break
-            if ok:
-                iv = j
-                break
+        if iv_len[j] == ilen and _row_is(iv_names, j, buf, ki_a, ilen):
+            iv = j
+            break
     if iv < 0:
         return FALLBACK
     # The stream name: lower(symbol) + "@kline_" + interval.

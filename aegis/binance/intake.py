@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from aegis.binance.kline_layout import CLOSED, UPDATE
+from aegis.binance.kline_layout import CLOSED, FALLBACK
 from aegis.binance.protocol import KlineParser, MalformedFrame
 from aegis.binance.sequencer import BarSequencer
 from aegis.records import BAR_CLOSED, BAR_DTYPE
@@ -139,26 +139,21 @@ class KlineIntake:
         i = 0
         while i < n:
             kind = status_of[i]
-            if kind == CLOSED:
-                j = i + 1
-                while j < n and status_of[j] == CLOSED:
-                    j += 1
-                self._offer_closed_many(records[i:j])
-                self.frames += j - i
-                proved = int((records["open_time_ms"][i:j] + interval_ms[i:j]).max())
-                i = j
-            elif kind == UPDATE:
-                j = i + 1
-                while j < n and status_of[j] == UPDATE:
-                    j += 1
-                self._offer_updates(records[i:j])
-                self.frames += j - i
-                proved = max(opens[i:j])
-                i = j
-            else:
+            if kind == FALLBACK:
                 shutdown = self.on_frame(buf[starts[i] : ends[i]], recv_ns) or shutdown
                 i += 1
                 continue
+            j = i + 1
+            while j < n and status_of[j] == kind:
+                j += 1
+            if kind == CLOSED:
+                self._offer_closed_many(records[i:j])
+                proved = int((records["open_time_ms"][i:j] + interval_ms[i:j]).max())
+            else:
+                self._offer_updates(records[i:j])
+                proved = max(opens[i:j])
+            self.frames += j - i
+            i = j
             if proved > self.server_now_ms:
                 self.server_now_ms = proved
         return shutdown
