@@ -196,3 +196,12 @@ def test_a_stale_ahead_of_time_module_is_never_run_auto_takes_the_jit(caplog, ba
             kline_kernels.load("aot", digest=other)
     with pytest.raises(ValueError, match="'fast'"):
         kline_kernels.load("fast")
+
+
+def test_spans_outside_the_read_are_handed_back_not_read():
+    parser = KlineParser(IDS)
+    buf = b'{"result":null,"id":1}' * 2
+    records, status, _ = parser.parse_many(buf, np.array([0, 30, 5]), np.array([22, 500, 2]))
+    assert list(status) == [FALLBACK, FALLBACK, FALLBACK] and not records["symbol_id"].any()
+    _, status, _ = parser.parse_many(buf, np.array([30]), np.array([2]))
+    assert list(status) == [FALLBACK]

@@ -368,8 +368,11 @@ def parse_klines_nb(buf, starts, ends, names, name_len, ids, table, iv_names, iv
     but for ``recv_ns``. ``scratch``: (2, N_KEYS) int64. Return how many were not FALLBACK."""
     parsed = 0
     for r in range(len(starts)):
-        s = _parse_one(buf, starts[r], ends[r], names, name_len, ids, table, iv_names, iv_len,
-                       iv_ms, pow10, scratch, words, prices, intervals, r)  # fmt: skip
+        if not 0 <= starts[r] <= ends[r] <= len(buf):  # Numba checks no bounds: never read past
+            s = FALLBACK
+        else:
+            s = _parse_one(buf, starts[r], ends[r], names, name_len, ids, table, iv_names,
+                           iv_len, iv_ms, pow10, scratch, words, prices, intervals, r)  # fmt: skip
         status[r] = s
         if s == FALLBACK:
             for w in range(words.shape[1]):

@@ -125,9 +125,9 @@ class KlineIntake:
         True when one announced a server shutdown.
 
         One compiled pass parses them all (``KlineParser.parse_many``); each run of closed bars
-        goes to the sequencer in one call, so the ring publishes the run at once, and so does
-        each run of in-progress bars. A frame that
-        pass is not sure of takes ``on_frame``, in its place in the order.
+        goes to the sequencer in one call, so the ring publishes the run at once; so does each
+        run of in-progress bars. A frame that pass is not sure of takes ``on_frame``, in its
+        place in the order.
         """
         records, status, interval_ms = self._parse_many(
             buf, np.array(starts, np.int64), np.array(ends, np.int64), recv_ns

@@ -229,8 +229,8 @@ class KlineParser:
         intervals = np.zeros(n, np.int64)
         status = np.empty(n, np.int8)
         if n:  # only the frames' span of the read, copied: the kernel takes a writable array
-            lo, hi = int(starts[0]), int(ends[-1])
-            data = np.frombuffer(buf, np.uint8, hi - lo, lo).copy()
+            lo, hi = max(0, int(starts.min())), min(len(buf), int(ends.max()))
+            data = np.frombuffer(buf, np.uint8, max(0, hi - lo), lo).copy()
             starts, ends = starts - lo, ends - lo
         else:
             data = np.zeros(0, np.uint8)
