@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import sys
@@ -50,6 +51,8 @@ class AotBuildError(RuntimeError):
 
 
 NOT_BUILT = "are not built"
+MODES = ("auto", "aot", "jit")
+"""``aot``: the built module or ImportError; ``jit``: Numba's JIT; ``auto``: the first that works."""
 
 
 def numba_version() -> str:
@@ -154,6 +157,28 @@ class AotModule:
                 f"have {_hex(digest)})"
             )
         return module, ""
+
+    def choose(self, mode: str, digest: int | None, refused: str, log: logging.Logger,
+               what: str, command: str) -> ModuleType | None:  # fmt: skip
+        """The built module for ``mode`` (see ``MODES``), or None when the JIT is to be used.
+
+        ``aot`` raises ``ImportError`` (``refused`` + why) when the module cannot be used;
+        ``auto`` logs why on ``log`` (a warning unless it is simply not built) and returns None.
+        """
+        if mode == "jit":
+            return None
+        module, why_not = self.load(digest)
+        if module is not None:
+            return module
+        if mode == "aot":
+            raise ImportError(f"{refused} {why_not}")
+        log.log(
+            logging.INFO if why_not == NOT_BUILT else logging.WARNING,
+            "%s: the ahead-of-time kernels %s; using Numba's JIT (~100 MB more RSS in this "
+            "process). Build them with `python -m %s`.",
+            what, why_not, command,
+        )  # fmt: skip
+        return None
 
     def main(self, what: str, argv: list[str] | None = None) -> int:
         """The command line of a ``python -m`` module that builds this one."""

@@ -26,7 +26,7 @@ from . import aot
 log = logging.getLogger(__name__)
 
 ENV_VAR = "AEGIS_RING_KERNELS"
-MODES = ("auto", "aot", "jit")
+MODES = aot.MODES
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,11 @@ def load(mode: str = "auto", digest: int | None = None) -> RingKernels:
     """
     if mode not in MODES:
         raise ValueError(f"{ENV_VAR}={mode!r}: expected one of {', '.join(MODES)}")
-    if mode == "jit":
+    module = aot.RING.choose(mode, digest, f"{ENV_VAR}=aot but the ring's ahead-of-time kernels",
+                             log, "ring kernels", "aegis.ringbuffer.aot")  # fmt: skip
+    if module is None:
         return _jit()
-    module, why_not = aot.RING.load(digest)
-    if module is not None:
-        return RingKernels("aot", **{name: getattr(module, name) for name in aot.KERNEL_NAMES})
-    if mode == "aot":
-        raise ImportError(f"{ENV_VAR}=aot but the ring's ahead-of-time kernels {why_not}")
-    log.log(
-        logging.INFO if why_not == aot.NOT_BUILT else logging.WARNING,
-        "ring kernels: the ahead-of-time kernels %s; using Numba's JIT (~100 MB more RSS in "
-        "this process). Build them with `python -m aegis.ringbuffer.aot`.",
-        why_not,
-    )
-    return _jit()
+    return RingKernels("aot", **{name: getattr(module, name) for name in aot.KERNEL_NAMES})
 
 
 def _jit() -> RingKernels:

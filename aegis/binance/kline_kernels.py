@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from aegis.ringbuffer.aot import NOT_BUILT, AotModule
+from aegis.ringbuffer.aot import MODES, AotModule
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,6 @@ KLINE_AOT = AotModule(
     kernels="aegis.binance._kline_nb",
     exports=("parse_klines",),
 )
-MODES = ("auto", "aot", "jit")
 
 
 def load(mode: str = "auto", digest: int | None = None) -> Callable[..., int]:
@@ -35,18 +34,10 @@ def load(mode: str = "auto", digest: int | None = None) -> Callable[..., int]:
     built module must report (default: the installed sources')."""
     if mode not in MODES:
         raise ValueError(f"kline kernels mode {mode!r}: expected one of {', '.join(MODES)}")
-    if mode != "jit":
-        module, why_not = KLINE_AOT.load(digest)
-        if module is not None:
-            return module.parse_klines
-        if mode == "aot":
-            raise ImportError(f"the kline parser's ahead-of-time kernels {why_not}")
-        log.log(
-            logging.INFO if why_not == NOT_BUILT else logging.WARNING,
-            "kline parser: the ahead-of-time kernels %s; using Numba's JIT (~100 MB more RSS in "
-            "this process). Build it with `python -m aegis.binance.kline_kernels`.",
-            why_not,
-        )
+    module = KLINE_AOT.choose(mode, digest, "the kline parser's ahead-of-time kernels", log,
+                              "kline parser", "aegis.binance.kline_kernels")  # fmt: skip
+    if module is not None:
+        return module.parse_klines
     from aegis.binance._kline_nb import parse_klines_nb
 
     return parse_klines_nb

@@ -3,7 +3,8 @@ sequencer ← backfill.
 
 ``MarketFeed`` wires the parts for a universe and calls ``on_closed(record)`` (a one-record
 BAR_DTYPE array) exactly once per (symbol, open time), in time order per symbol, for every closed
-bar — or, given ``on_closed_many``, hands it the bars of one socket read together; the caller decides where records go (ring, database, cache). ``take_updates()`` returns the
+bar — or, given ``on_closed_many``, hands it the bars of one socket read together; the caller
+decides where records go (ring, database, cache). ``take_updates()`` returns the
 conflated in-progress bars for callers that publish them.
 
 Start-up is local first: ``start(last_stored)`` takes the open time of the newest bar the
@@ -84,7 +85,8 @@ class MarketFeed:
         )  # fmt: skip
         self.streams = KlineStreams(
             ws_url, list(self.symbol_ids), self.intake.on_frame, self._on_reconnect,
-            on_frames=self.intake.on_frames, interval=opts.interval, settings=opts.streams, limiter=limiter,
+            on_frames=self.intake.on_frames, interval=opts.interval, settings=opts.streams,
+            limiter=limiter,
             age_clock=age_clock, rng=random.Random(rng.random()),
         )  # fmt: skip
         self.reconnect_gates = 0

@@ -204,8 +204,9 @@ class WsConnection:
     def _write(self, texts: list[str]) -> None:
         """Send text frames in one socket write.
 
-        One write per batch, not one per frame: a frame per system call cost the simulator
-        ~40 µs a frame, CPU that a real exchange does not take from the machine it feeds.
+        One write per batch, not one per frame: a system call per frame took the simulator's
+        CPU (which a real exchange does not take from the machine it feeds) and woke the reader
+        once per frame.
         """
         if not texts or self.closed:
             return
