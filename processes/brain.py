@@ -264,11 +264,13 @@ class Brain(KernelProcess):
             self.stats["labels"] += len(rows)
 
     def _remember(self, step: BrainStep) -> None:
-        for rec in step.intents:
-            self._traded[int(rec["intent_id"])] = (
-                int(rec["symbol_id"]), int(rec["decision_time_ms"]), rec["features"].copy(),
-                int(rec["model_version"]),
-            )  # fmt: skip
+        i = step.intents
+        columns = (i["intent_id"].tolist(), i["symbol_id"].tolist(),
+                   i["decision_time_ms"].tolist(), i["model_version"].tolist())  # fmt: skip
+        features = i["features"].copy()
+        for k, row in enumerate(zip(*columns, strict=True)):
+            intent_id, symbol_id, decision_ms, version = row
+            self._traded[intent_id] = (symbol_id, decision_ms, features[k], version)
 
     def _on_reports(self, reports: np.ndarray) -> None:
         rows = []

@@ -234,9 +234,9 @@ class ExecutorService:
         self._refuse_when_stale()
         step = DecidedIntents(len(records), LedgerBatch(), [], [])
         now_ms = self._now_ms()
-        for rec in records:
+        for rec, row in zip(records, records.tolist(), strict=True):
             self.counters["intents"] += 1
-            await self._take_intent(rec, now_ms, step.batch, step.reports, step.notes)
+            await self._take_intent(rec, row, now_ms, step.batch, step.reports, step.notes)
         self._checkpoint(CHECKPOINT_INTENTS_READ)
         return step
 
@@ -247,15 +247,16 @@ class ExecutorService:
         self._emit(step.reports, step.notes)
         return step.count
 
-    async def _take_intent(self, rec, now_ms, batch: LedgerBatch, reports, notes) -> None:
-        intent_id = int(rec["intent_id"])
+    async def _take_intent(self, rec, row, now_ms, batch: LedgerBatch, reports, notes) -> None:
+        """``rec``: the INTENT_DTYPE record; ``row``: the same as a tuple (``from_row``)."""
+        intent_id = row[0]
         if intent_id in self._known:
             self.counters["intents_duplicate"] += 1
             return
-        symbol_id = int(rec["symbol_id"])
+        symbol_id = row[4]
         symbol = self.directory.name_of(symbol_id)
         try:
-            intent = PaperIntent.from_record(rec)
+            intent = PaperIntent.from_row(row)
         except InvalidIntent as exc:
             self._refuse_record(rec, intent_id, symbol, str(exc), now_ms, batch, reports)
             return

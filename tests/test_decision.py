@@ -215,6 +215,23 @@ def test_exposure_book_reports_close_positions_and_move_equity():
     assert book.expire(T0 + 600_000) == 0 and book.expire(T0 + 600_001) == 1
 
 
+def test_exposure_book_opens_a_batch_of_intents_as_one_by_one():
+    intents = np.zeros(4, INTENT_DTYPE)
+    intents["intent_id"] = [5, 6, 5, 7]  # 5 twice: counted once, as ``open`` does
+    intents["symbol_id"] = [10, 11, 10, 10]
+    intents["notional"] = [100.0, 20.0, 100.0, 3.0]
+    intents["decision_time_ms"] = [T0 + 60_000, T0, T0 + 60_000, T0 + 120_000]
+    batch, single = ExposureBook(1000.0, 600_000), ExposureBook(1000.0, 600_000)
+    batch.open_intents(intents)
+    for row in intents:
+        single.open(int(row["intent_id"]), int(row["symbol_id"]), float(row["notional"]),
+                    int(row["decision_time_ms"]))  # fmt: skip
+    assert batch.positions() == single.positions()
+    assert batch.exposure(np.array([10, 11])).tolist() == [103.0, 20.0]
+    assert batch.expire(T0 + 600_000) == 0 and batch.expire(T0 + 600_001) == 1  # the oldest: 6
+    assert batch.open_positions == 2
+
+
 def test_exposure_book_looks_up_many_symbols_and_expires_in_decision_time_order():
     book = ExposureBook(1000.0, horizon_ms=600_000)
     for intent_id, symbol_id, t in ((1, 7, T0 + 60_000), (2, 300, T0), (3, 7, T0 + 120_000)):

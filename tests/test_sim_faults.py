@@ -14,7 +14,7 @@ import websockets
 from sim_support import call, drain, quick_config
 
 from aegis.binance.sim.config import AccountSpec
-from aegis.binance.sim.faults import FaultPlan
+from aegis.binance.sim.faults import FaultPlan, FrameAction
 from aegis.binance.sim.server import BinanceSimulator
 
 STREAMS = ["btcusdt@kline_1m"]
@@ -161,6 +161,22 @@ def test_fault_plan_update_rejects_unknown_fields_and_reset_turns_all_off():
     plan.reset()
     assert plan.drop_every_n_frames == 0 and plan.stalled_for() == 0
     assert plan.injected == {"stall": 1}
+
+
+def test_frames_pass_in_bulk_only_while_no_frame_fault_or_stall_is_on():
+    plan = FaultPlan()
+    assert plan.pass_clean(300) and plan.frames_seen == 300  # counted, as one by one
+    for fault in ("drop", "malformed", "duplicate", "reorder"):
+        plan.update(**{f"{fault}_every_n_frames": 7})
+        assert not plan.pass_clean(5) and plan.frames_seen == 300
+        plan.reset()
+    plan.stall(5.0)
+    assert not plan.pass_clean(5)
+    plan.reset()
+    assert plan.pass_clean(1) and plan.frames_seen == 301
+    plan.update(duplicate_every_n_frames=3)
+    assert plan.next_frame_action() is FrameAction.SEND  # the count goes on: frame 302
+    assert plan.next_frame_action() is FrameAction.DUPLICATE  # 303
 
 
 async def test_delayed_order_answer_leaves_the_order_placed_when_the_client_gives_up():

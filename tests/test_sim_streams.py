@@ -199,6 +199,29 @@ async def test_ws_api_connection_is_cut_after_its_lifetime_and_pings_like_stream
         assert ws.close_code == 1000
 
 
+async def test_a_step_sends_its_prebuilt_events_to_the_streams_listened_to_when_it_is_due():
+    # Events are built shortly before their step: a stream subscribed since gets its event
+    # built then, one unsubscribed since gets nothing, the others get what was built.
+    cfg = quick_config(symbols=("BTCUSDT", "ETHUSDT", "SOLUSDT"), updates_per_bar=1)
+    async with (
+        BinanceSimulator(cfg) as sim,
+        websockets.connect(sim.stream_url(["btcusdt@kline_1m", "ethusdt@kline_1m"])) as ws,
+    ):
+        replay, minute = sim.replay, sim.clock.now_ms()
+        t = minute + 60_000
+        built = replay._events(minute, 1.0, t, {})
+        assert set(built) == {"btcusdt@kline_1m", "ethusdt@kline_1m"}
+        stale = {"solusdt@kline_1m": built["ethusdt@kline_1m"].replace("ETHUSDT", "SOLUSDT")}
+        await replay._step(minute, 1, 1, t, {}, {"ethusdt@kline_1m": built["ethusdt@kline_1m"],
+                                                 **stale})  # fmt: skip
+        frames = [orjson.loads(await asyncio.wait_for(ws.recv(), 5)) for _ in range(2)]
+        assert {f["stream"] for f in frames} == {"btcusdt@kline_1m", "ethusdt@kline_1m"}
+        for f in frames:  # the late one is built as the early one was
+            assert f["data"] == orjson.loads(built[f["stream"]])
+        assert replay.events_published == 2
+        assert await drain(ws) == 0
+
+
 async def test_timed_replay_runs_at_the_speed_factor():
     cfg = quick_config(speed=240.0, start_paused=False, updates_per_bar=4)
     async with (

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aegis.records import N_FEATURES, SIDE_BUY, SIDE_SELL
+from aegis.records import INTENT_DTYPE, N_FEATURES, SIDE_BUY, SIDE_SELL
 
 
 class InvalidIntent(ValueError):
@@ -57,21 +57,24 @@ class PaperIntent:
     @classmethod
     def from_record(cls, rec: np.void | np.ndarray) -> PaperIntent:
         """Build from one INTENT_DTYPE record; raise ``InvalidIntent`` for an untradeable one."""
-        side = int(rec["side"])
+        return cls.from_row(np.asarray(rec).item())
+
+    @classmethod
+    def from_row(cls, row: tuple) -> PaperIntent:
+        """``from_record`` of a record as a tuple: ``records.tolist()`` reads a whole ring batch
+        in one call, where reading each field of each record cost ~5 µs an intent."""
+        (intent_id, decision_time_ms, recv_ns, _publish_ns, symbol_id, side, notional, stop_pct,
+         take_pct, predicted, confidence, model_version, features) = row  # fmt: skip
         if side == SIDE_SELL:
             raise InvalidIntent("side: SELL intents are not supported (AEGIS trades spot longs)")
         if side != SIDE_BUY:
             raise InvalidIntent(f"side: {side!r} is not SIDE_BUY ({SIDE_BUY})")
-        return cls(
-            intent_id=int(rec["intent_id"]),
-            symbol_id=int(rec["symbol_id"]),
-            decision_time_ms=int(rec["decision_time_ms"]),
-            notional=float(rec["notional"]),
-            stop_pct=float(rec["stop_pct"]),
-            take_pct=float(rec["take_pct"]),
-            predicted_return_pct=float(rec["predicted_return_pct"]),
-            confidence=float(rec["confidence"]),
-            model_version=int(rec["model_version"]),
-            features=tuple(rec["features"].tolist()),
-            recv_ns=int(rec["recv_ns"]),
-        )
+        return cls(intent_id, symbol_id, decision_time_ms, notional, stop_pct, take_pct,
+                   predicted, confidence, model_version, tuple(features.tolist()), recv_ns)  # fmt: skip
+
+
+if INTENT_DTYPE.names != (
+    "intent_id", "decision_time_ms", "recv_ns", "publish_ns", "symbol_id", "side", "notional",
+    "stop_pct", "take_pct", "predicted_return_pct", "confidence", "model_version", "features",
+):  # fmt: skip
+    raise ImportError("INTENT_DTYPE changed: update PaperIntent.from_row's field order")

@@ -41,6 +41,12 @@ def _json_float(value: float) -> float | str:
     return value if math.isfinite(value) else repr(value)
 
 
+def _json_floats(values: tuple[float, ...]) -> list[float | str]:
+    if all(map(math.isfinite, values)):  # nearly always: no value to turn into text
+        return list(values)
+    return [_json_float(x) for x in values]
+
+
 def intent_detail(intent: PaperIntent) -> dict[str, Any]:
     """The whole intent as JSON for ``orders.detail``: what a restart needs to re-submit it."""
     return {
@@ -53,7 +59,7 @@ def intent_detail(intent: PaperIntent) -> dict[str, Any]:
         "predicted_return_pct": _json_float(intent.predicted_return_pct),
         "confidence": _json_float(intent.confidence),
         "model_version": intent.model_version,
-        "features": [_json_float(x) for x in intent.features],
+        "features": _json_floats(intent.features),
         "recv_ns": intent.recv_ns,
     }
 
@@ -82,7 +88,7 @@ def position_state(pos: PaperPosition) -> dict[str, Any]:
     """``PaperPosition.to_record()`` made JSON-safe (quantity as text, non-finite as text)."""
     state = pos.to_record()
     state["quantity"] = str(pos.quantity)
-    state["features"] = [_json_float(x) for x in pos.features]
+    state["features"] = _json_floats(pos.features)
     for key in ("predicted_return_pct", "confidence"):
         state[key] = _json_float(state[key])
     return state

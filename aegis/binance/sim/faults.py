@@ -104,6 +104,16 @@ class FaultPlan:
             else:
                 setattr(self, key, type(getattr(self, key))(value))
 
+    def pass_clean(self, count: int) -> bool:
+        """Let ``count`` data frames through untouched when no frame fault or stall is on (True;
+        they count as seen); False: decide each with ``next_frame_action``."""
+        if (self.drop_every_n_frames > 0 or self.malformed_every_n_frames > 0
+                or self.duplicate_every_n_frames > 0 or self.reorder_every_n_frames > 0
+                or self.stall_until > time.monotonic()):  # fmt: skip
+            return False
+        self.frames_seen += count
+        return True
+
     def next_frame_action(self) -> FrameAction:
         """Decide the fate of the next outgoing stream data frame."""
         self.frames_seen += 1

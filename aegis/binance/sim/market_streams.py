@@ -71,16 +71,20 @@ class StreamHub:
         self.connects = 0
         self.listening = asyncio.Event()
         """Set while at least one connection listens to a stream (paces a stepped replay)."""
+        self._subscribed: dict[str, str] | None = None  # subscribed_symbols, until it changes
 
     def _update_listening(self) -> None:
+        self._subscribed = None
         if any(self.listeners.values()):
             self.listening.set()
         else:
             self.listening.clear()
 
     def subscribed_symbols(self) -> dict[str, str]:
-        """symbol -> stream name for every stream with at least one listener."""
-        return {stream_symbol(s): s for s, conns in self.listeners.items() if conns}
+        """symbol -> stream name for every stream with at least one listener (do not modify)."""
+        if self._subscribed is None:
+            self._subscribed = {stream_symbol(s): s for s, c in self.listeners.items() if c}
+        return self._subscribed
 
     async def publish(self, stream: str, event_json: str) -> None:
         """Send one event to every listener of ``stream``."""
