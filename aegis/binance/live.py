@@ -106,6 +106,7 @@ from aegis.binance.live_book import (
     intent_detail,
     is_own_client_id,
 )
+from aegis.binance.live_checks import OPEN_RECHECK_S, RETRY_S, OrderChecks
 from aegis.binance.live_guard import (
     ROLE_GUARD,
     STATUS_ABSENT,
@@ -123,8 +124,6 @@ from aegis.binance.live_ledger import (
     LiveConfig,
 )
 from aegis.binance.live_reconcile import (
-    OUTCOME_OPEN,
-    OUTCOME_UNKNOWN,
     ReconcileReport,
     reconcile,
     resolve_order,
@@ -153,9 +152,6 @@ log = logging.getLogger(__name__)
 
 SUBMIT_FILLED = "filled"
 Checkpoint = Callable[[str], None]
-RECHECK_S = 1.0  # soonest second look at an order the exchange does not have yet
-OPEN_RECHECK_S = 5.0  # next look at an order that is on the exchange but not final
-RETRY_S = 5.0  # next look after a query that failed
 REST_LOOKUPS = 3  # the REST client's own queries after an unknown outcome, without the stream
 
 __all__ = [
@@ -205,7 +201,7 @@ class LiveExchange:
         self.resolutions: Counter[str] = Counter()  # targeted settlements by outcome
         self.stream: UserDataStream | None = None
         self._in_flight: set[str] = set()  # client ids whose REST call is not answered yet
-        self._checks: dict[str, float] = {}  # unresolved client id -> when to look (clock s)
+        self._checks = OrderChecks(self.config.unknown_grace_s, self.resolve_requested.set)
         self.guard = CrashGuard(rest)
         self.guards_unavailable: Counter[str] = Counter()  # positions left unguarded, by reason
         self.guard_releases: Counter[str] = Counter()  # guards released before exits, by status
@@ -305,20 +301,9 @@ class LiveExchange:
         now = self.ledger.clock()
         unresolved = {o.client_order_id: o for b in self.ledger.books.values()
                       for o in b.unresolved()}  # fmt: skip
-        self._checks = {cid: t for cid, t in self._checks.items() if cid in unresolved}
-        for cid, order in unresolved.items():
-            self._checks.setdefault(cid, self._not_found_check(order, now))
+        self._checks.keep(unresolved, now)
         await self._ensure_guards()
         return self.last_report
-
-    def _not_found_check(self, order: JournalOrder, now: float) -> float:
-        """When to look again for an order the exchange does not have (yet): at the end of its
-        grace period, when a second miss proves it was never sent."""
-        return max(order.created_at_ms / 1000 + self.config.unknown_grace_s, now + RECHECK_S)
-
-    def _schedule(self, client_order_id: str, at: float) -> None:
-        self._checks[client_order_id] = at
-        self.resolve_requested.set()
 
     async def resolve_due(self) -> int:
         """Settle the unresolved orders whose check is due — from the user-data stream if it
@@ -327,12 +312,10 @@ class LiveExchange:
         async with self._lock:
             now = self.ledger.clock()
             settled = 0
-            for cid, at in sorted(self._checks.items(), key=lambda item: item[1]):
-                if at > now:
-                    break
+            for cid in self._checks.due(now):
                 found = self.ledger.find(cid)
                 if found is None or not found[1].is_unresolved:
-                    del self._checks[cid]
+                    self._checks.drop(cid)
                     continue
                 book, order = found
                 try:
@@ -342,28 +325,15 @@ class LiveExchange:
                 except BinanceError as exc:
                     log.warning("order %s: query failed (%s); asked again in %.0f s", cid, exc,
                                 RETRY_S)  # fmt: skip
-                    self._checks[cid] = now + RETRY_S
+                    self._checks.retry(cid, now)
                     continue
                 self.resolutions[outcome] += 1
-                if outcome == OUTCOME_UNKNOWN:
-                    self._checks[cid] = self._not_found_check(order, now)
-                elif outcome == OUTCOME_OPEN and order.role == ROLE_GUARD:
-                    del self._checks[cid]  # resting, as a guard should: its events will tell
-                elif outcome == OUTCOME_OPEN:
-                    self._checks[cid] = now + OPEN_RECHECK_S
-                else:
-                    del self._checks[cid]
+                if self._checks.after(order, outcome, now):
                     settled += 1
                     log.info("order %s settled (%s)", cid, outcome)
             if settled:
                 await self._ensure_guards()  # an entry settled here opened a position
             return settled
-
-    def _next_check_in(self) -> float | None:
-        """Seconds until the earliest scheduled order check (None: nothing to check)."""
-        if not self._checks:
-            return None
-        return max(0.0, min(self._checks.values()) - self.ledger.clock())
 
     async def run_reconciler(self, reconnects: asyncio.Event | None = None) -> None:
         """Until cancelled: reconcile fully whenever ``reconnects``
@@ -376,7 +346,7 @@ class LiveExchange:
             events.append(reconnects)
         while True:
             timeout = max(0.0, next_full - loop.time())
-            check_in = self._next_check_in()
+            check_in = self._checks.next_in(self.ledger.clock())
             if check_in is not None:
                 timeout = min(timeout, check_in)
             if not any(e.is_set() for e in events) and timeout > 0:
@@ -426,7 +396,7 @@ class LiveExchange:
             self.ledger.note_stream_fill(update)
         if cid not in self._in_flight and update.is_final:
             # Not waiting for a REST answer (outcome unknown, or rebuilt): the stream settles it.
-            self._schedule(cid, self.ledger.clock())
+            self._checks.schedule(cid, self.ledger.clock())
 
     # -- entries -------------------------------------------------------------------------------
 
@@ -512,9 +482,9 @@ class LiveExchange:
             cached = self.cache.order(cid)
             now = self.ledger.clock()
             if cached is not None and cached.is_final:
-                self._schedule(cid, now)
+                self._checks.schedule(cid, now)
             elif order.role != ROLE_GUARD:
-                self._schedule(cid, now + OPEN_RECHECK_S)
+                self._checks.schedule(cid, now + OPEN_RECHECK_S)
 
     async def _send(
         self, book: IntentBook, order: JournalOrder, guard: GuardOrder | None = None
@@ -540,12 +510,12 @@ class LiveExchange:
                 wait = 0.0 if cached is not None and cached.is_final else self.config.stream_wait_s
                 at, how = now + wait, "user-data stream, then a query"
             elif exc.lookup == "not found":
-                at, how = self._not_found_check(order, now), "a query after the grace period"
+                at, how = self._checks.not_found_at(order, now), "a query after the grace period"
             else:
                 at, how = now + RETRY_S, "a query"
             log.error("order %s outcome unknown (%s, lookup %s): settled by the %s, never resent",
                       cid, exc, exc.lookup or "none", how)  # fmt: skip
-            self._schedule(cid, at)
+            self._checks.schedule(cid, at)
             return None
         except (OrderRejected, RateLimited, IpBanned, HaltError) as exc:
             # Refused before placement (filters, balance, rate limit, ban, keys): nothing exists.
@@ -560,7 +530,7 @@ class LiveExchange:
             return None
         except BinanceError as exc:
             log.error("order %s: %s; its state is asked by client id", cid, exc)
-            self._schedule(cid, self.ledger.clock() + RETRY_S)
+            self._checks.schedule(cid, self.ledger.clock() + RETRY_S)
             return None
         self._checkpoint("order_answered")
         return answer

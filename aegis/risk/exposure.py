@@ -61,20 +61,18 @@ class ExposureBook:
 
     def open(self, intent_id: int, symbol_id: int, notional: float, decision_time_ms: int) -> None:
         """Count a published (or restored) position; the same id twice counts once."""
-        if intent_id in self._open:
-            return
-        self._open[intent_id] = OpenExposure(symbol_id, float(notional), int(decision_time_ms))
-        self._oldest_ms = min(self._oldest_ms, int(decision_time_ms))
-        self._by_symbol[symbol_id] = self._by_symbol.get(symbol_id, 0.0) + float(notional)
+        self._open_rows([(intent_id, symbol_id, float(notional), int(decision_time_ms))])
 
     def open_intents(self, intents: np.ndarray) -> None:
-        """``open`` for each INTENT_DTYPE record (one loop: tens of intents at each close)."""
-        if not len(intents):
-            return
+        """``open`` for each INTENT_DTYPE record."""
+        if len(intents):
+            columns = ("intent_id", "symbol_id", "notional", "decision_time_ms")
+            self._open_rows(zip(*(intents[c].tolist() for c in columns), strict=True))
+
+    def _open_rows(self, rows: Iterable[tuple[int, int, float, int]]) -> None:
+        # One loop over plain Python values: tens of intents open at each close.
         opened, by_symbol, oldest = self._open, self._by_symbol, self._oldest_ms
-        columns = ("intent_id", "symbol_id", "notional", "decision_time_ms")
-        for intent_id, symbol_id, notional, t in zip(*(intents[c].tolist() for c in columns),
-                                                     strict=True):  # fmt: skip
+        for intent_id, symbol_id, notional, t in rows:
             if intent_id in opened:
                 continue
             opened[intent_id] = OpenExposure(symbol_id, notional, t)
@@ -118,5 +116,4 @@ class ExposureBook:
         self._open.clear()
         self._by_symbol.clear()
         self._oldest_ms = _NEVER
-        for intent_id, symbol_id, notional, t in positions:
-            self.open(intent_id, symbol_id, notional, t)
+        self._open_rows((i, sid, float(notional), int(t)) for i, sid, notional, t in positions)
