@@ -62,7 +62,10 @@ class RingPublisher:
         """``producer`` is an ``aegis.ringbuffer.Producer`` of a BAR_DTYPE ring."""
         self._try_publish = producer.try_publish
         self._try_publish_batch = producer.try_publish_batch
+        # Records not published yet, oldest first, in the chunks they came in: one copy and one
+        # ring call per chunk, not per record (a backlog can reach hundreds of thousands).
         self._backlog: deque[np.ndarray] = deque()
+        self._queued = 0
         self._latency = latency
         self._retry_s = retry_s
         self._clock = clock
@@ -72,7 +75,8 @@ class RingPublisher:
 
     @property
     def backlog(self) -> int:
-        return len(self._backlog)
+        """Records waiting for room in the ring."""
+        return self._queued
 
     def publish(self, record: np.ndarray) -> None:
         """Publish a one-record array now, or queue a copy behind earlier ones."""
@@ -81,9 +85,7 @@ class RingPublisher:
             if self._latency is not None:
                 self._latency.add(self._clock() - int(record[0]["recv_ns"]))
             return
-        self._backlog.append(record.copy())
-        self.backlogged += 1
-        self._wakeup.set()
+        self._queue(record.copy())
 
     def publish_many(self, records: np.ndarray) -> None:
         """Publish records in order (one ring release for all that fit); queue the rest."""
@@ -94,10 +96,13 @@ class RingPublisher:
             for recv_ns in records["recv_ns"][:done].tolist():
                 self._latency.add(now - recv_ns)
         if done < len(records):
-            for i in range(done, len(records)):
-                self._backlog.append(records[i : i + 1].copy())
-            self.backlogged += len(records) - done
-            self._wakeup.set()
+            self._queue(records[done:].copy())
+
+    def _queue(self, chunk: np.ndarray) -> None:
+        self._backlog.append(chunk)
+        self._queued += len(chunk)
+        self.backlogged += len(chunk)
+        self._wakeup.set()
 
     async def run(self) -> None:
         """Drain the backlog whenever the ring has room again (run as a task)."""
@@ -105,11 +110,16 @@ class RingPublisher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._backlog:
-                if self._try_publish(self._backlog[0]):
+                head = self._backlog[0]
+                done = self._try_publish_batch(head)
+                self.published += done
+                self._queued -= done
+                if done == len(head):
                     self._backlog.popleft()
-                    self.published += 1
-                else:
-                    await asyncio.sleep(self._retry_s)
+                    continue
+                if done:
+                    self._backlog[0] = head[done:]
+                await asyncio.sleep(self._retry_s)
 
 
 class ClosedBarStore:

@@ -140,3 +140,22 @@ async def test_ring_publisher_publishes_a_batch_at_once_and_queues_what_does_not
         await asyncio.gather(drain, return_exceptions=True)
         del consumer
     assert seen == list(range(13)) and publisher.backlog == 0 and publisher.published == 13
+
+
+async def test_a_queued_chunk_larger_than_the_room_goes_out_in_parts_in_order_none_twice():
+    name = f"aegis-test-pubpart-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    with Ring.create(name, BAR_DTYPE, 8, 1) as ring:
+        publisher = RingPublisher(ring.producer())
+        consumer = ring.consumer(0)
+        records = np.zeros(30, BAR_DTYPE)
+        records["open_time_ms"] = np.arange(30)
+        publisher.publish_many(records[:8])
+        publisher.publish_many(records[8:])  # the ring is full: all 22 wait as one chunk
+        assert publisher.backlog == 22 and publisher.published == 8
+        seen: list[int] = []
+        drain = asyncio.create_task(publisher.run())
+        await read_open_times(consumer, 30, seen)  # room frees 8 at a time at most
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
+        del consumer
+    assert seen == list(range(30)) and publisher.backlog == 0 and publisher.published == 30
