@@ -5,9 +5,11 @@ duplicates, gaps, held bars, updates, rejects and shutdown notices."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -119,43 +121,51 @@ def test_a_close_burst_is_published_in_one_call_in_arrival_order():
     assert rig.intake.server_now_ms == T0 + 2 * 60_000
 
 
-async def test_ring_publisher_publishes_a_batch_at_once_and_queues_what_does_not_fit():
-    name = f"aegis-test-pubmany-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+@contextlib.contextmanager
+def publisher_on_small_ring(count: int):
+    """A ``RingPublisher`` on a real 8-slot ring, its consumer, and ``count`` records numbered
+    by open time."""
+    name = f"aegis-test-pub-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     with Ring.create(name, BAR_DTYPE, 8, 1) as ring:
-        publisher = RingPublisher(ring.producer())
-        consumer = ring.consumer(0)
-        records = np.zeros(13, BAR_DTYPE)
-        records["open_time_ms"] = np.arange(13)
+        records = np.zeros(count, BAR_DTYPE)
+        records["open_time_ms"] = np.arange(count)
+        rig = SimpleNamespace(publisher=RingPublisher(ring.producer()), consumer=ring.consumer(0),
+                              records=records)  # fmt: skip
+        try:
+            yield rig
+        finally:
+            del rig.consumer  # its views of the ring go before the ring closes
+
+
+async def drain_until(rig, count: int, seen: list[int]) -> None:
+    """Run the publisher's drain while the consumer reads until ``count`` records are seen."""
+    drain = asyncio.create_task(rig.publisher.run())
+    await read_open_times(rig.consumer, count, seen)
+    drain.cancel()
+    await asyncio.gather(drain, return_exceptions=True)
+
+
+async def test_ring_publisher_publishes_a_batch_at_once_and_queues_what_does_not_fit():
+    with publisher_on_small_ring(13) as rig:
+        publisher, records = rig.publisher, rig.records
         publisher.publish_many(records[:6])
         publisher.publish_many(records[6:10])  # 2 fit, 2 wait
         assert publisher.backlog == 2 and publisher.published == 8
-        seen = consumer.poll()["open_time_ms"].tolist()
-        consumer.commit()  # the ring has room again, but the queue is not drained yet:
+        seen = rig.consumer.poll()["open_time_ms"].tolist()
+        rig.consumer.commit()  # the ring has room again, but the queue is not drained yet:
         publisher.publish_many(records[10:12])  # these wait behind it, never ahead
         publisher.publish(records[12:13])
         assert publisher.backlog == 5
-        drain = asyncio.create_task(publisher.run())
-        await read_open_times(consumer, 13, seen)
-        drain.cancel()
-        await asyncio.gather(drain, return_exceptions=True)
-        del consumer
+        await drain_until(rig, 13, seen)
     assert seen == list(range(13)) and publisher.backlog == 0 and publisher.published == 13
 
 
 async def test_a_queued_chunk_larger_than_the_room_goes_out_in_parts_in_order_none_twice():
-    name = f"aegis-test-pubpart-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-    with Ring.create(name, BAR_DTYPE, 8, 1) as ring:
-        publisher = RingPublisher(ring.producer())
-        consumer = ring.consumer(0)
-        records = np.zeros(30, BAR_DTYPE)
-        records["open_time_ms"] = np.arange(30)
+    with publisher_on_small_ring(30) as rig:
+        publisher, records = rig.publisher, rig.records
         publisher.publish_many(records[:8])
         publisher.publish_many(records[8:])  # the ring is full: all 22 wait as one chunk
         assert publisher.backlog == 22 and publisher.published == 8
         seen: list[int] = []
-        drain = asyncio.create_task(publisher.run())
-        await read_open_times(consumer, 30, seen)  # room frees 8 at a time at most
-        drain.cancel()
-        await asyncio.gather(drain, return_exceptions=True)
-        del consumer
+        await drain_until(rig, 30, seen)  # room frees 8 at a time at most
     assert seen == list(range(30)) and publisher.backlog == 0 and publisher.published == 30
