@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 4096  # records per ring batch: bounds one synchronous stretch well under 250 ms
 IDLE_WAIT_S = 0.1  # longest sleep without a wake-up: bounds the reaction to a stop request
-HELD_POLL_S = 0.005  # how often to look for bars while the brain holds them (a close burst)
+HELD_POLL_S = 0.005  # longest sleep while bars are held (``BarHold``) for intents to come first
 BAR_QUIET_S = 0.005  # a bar batch waits until its newest bar was received this long ago...
 BAR_HOLD_MAX_S = 0.05  # ...but never longer than this after the executor first saw it
 
@@ -227,17 +227,15 @@ class ExecutorProcess(KernelProcess):
                 if hold_s:
                     # The loop's timers tick in ms: a shorter timeout would return at once.
                     await waiter.wait(min(max(hold_s, 0.001), HELD_POLL_S), (intents.reader,))
-                elif bar_write is None and intents.idle and self._market.held:
-                    # Bars published but not yet decided by the brain: a close burst. Armed on
-                    # the market ring, every bar the feed publishes would wake us for nothing
-                    # while the brain needs the CPU; look again shortly instead.
-                    await waiter.wait(HELD_POLL_S, (intents.reader,))
                 elif bar_write is None and intents.idle:
-                    # The feed's publish, or the brain's commit (``RingBinding.wakes``), wakes us.
+                    # The brain's commit (``RingBinding.wakes``) wakes us, and the feed's
+                    # publish only when no brain holds the bars: during a close burst the
+                    # feed's publishes leave us asleep while the brain needs the CPU.
                     await waiter.wait(IDLE_WAIT_S)
                 else:  # a batch's bars and intents stay readable until committed
-                    await waiter.wait(IDLE_WAIT_S, (intents.reader,),
-                                      also=(bar_write, intents.writing))  # fmt: skip
+                    due_s = intents.write_due_in_s()  # intents wait out the brain's burst
+                    await waiter.wait(max(due_s, 0.001) if due_s else IDLE_WAIT_S,
+                                      (intents.reader,), also=(bar_write, intents.writing))  # fmt: skip
         except PersistAborted:
             log.error("executor stopping with an unwritten batch; it stays in the ring")
         finally:

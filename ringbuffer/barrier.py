@@ -96,6 +96,13 @@ class SequenceBarrier:
         self.bypasses += 1
         return cursor
 
+    @property
+    def gated(self) -> bool:
+        """True while a dependency holds records back: one is attached and not bypassed."""
+        if self._bypassing:
+            return False
+        return any(self.meta[pid_word] != 0 for _, pid_word in self.dependents)
+
     def lower_wake_flag(self) -> None:
         """Tell the producer this consumer no longer needs a wake-up."""
         # Only this consumer raises its flag; the producer may clear it when the consumer is

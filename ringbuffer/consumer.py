@@ -14,6 +14,8 @@ from .errors import RingError, RingInUseError
 from .kernels import arm_wake, commit_sequence, load_acquire, store_release
 from .layout import (
     CURSOR,
+    WAKE_ON_COMMIT,
+    WAKE_ON_PUBLISH,
     consumer_heartbeat_word,
     consumer_pid_word,
     consumer_sequence_word,
@@ -149,10 +151,12 @@ class Consumer:
         Call before sleeping on ``wake_fileno()``; ``disarm()`` after waking (the flag and the
         queued wake-ups are cleared). Records ``held`` by a dependency are not readable; the
         dependency's commit wakes this consumer when the dependency was created with
-        ``wakes`` naming it (else nap briefly while ``held``).
+        ``wakes`` naming it (else nap briefly while ``held``). While a live dependency gates
+        this consumer, a publish alone does not wake it: only such a commit does.
         """
         barrier = self._barrier
-        cursor = arm_wake(self._base, barrier.wake_index, barrier.cursor_index)
+        flag = WAKE_ON_COMMIT if barrier.gated else WAKE_ON_PUBLISH
+        cursor = arm_wake(self._base, barrier.wake_index, barrier.cursor_index, flag)
         return barrier.limit(cursor, self._sequence) > self._sequence
 
     @property

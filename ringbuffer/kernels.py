@@ -39,7 +39,7 @@ class RingKernels:
     try_publish: Callable[[int, int], int]
     publish_batch: Callable[[int, int, int, int], tuple[int, int]]
     spin_until: Callable[[int, int, int, int], int]
-    arm_wake: Callable[[int, int, int], int]
+    arm_wake: Callable[[int, int, int, int], int]
     commit_sequence: Callable[[int, int, int], int]
 
 

@@ -59,6 +59,7 @@ from .layout import (
     H_DATA_OFFSET,
     H_RECORD_SIZE,
     LINE_WORDS,
+    WAKE_ON_PUBLISH,
     consumer_sequence_word,
     consumer_wake_word,
 )
@@ -150,10 +151,12 @@ def _slowest_nb(base, consumers):
 
 
 @njit(cache=True)
-def _sleepers_nb(base, consumers):
+def _sleepers_nb(base, consumers, publishing):
+    """The mask of consumers asleep that a publish (``publishing``) or a commit must wake."""
     mask = 0
     for i in range(consumers):
-        if _load_acquire(base, _WAKE0 + i * _STRIDE) != 0:
+        flag = _load_acquire(base, _WAKE0 + i * _STRIDE)
+        if flag == WAKE_ON_PUBLISH or (flag != 0 and not publishing):
             mask |= 1 << i
     return mask
 
@@ -186,7 +189,7 @@ def try_publish_nb(base, record_address):
         slot[word] = record[word]
     _store_release(base, CURSOR, cursor + 1)  # the record's words are visible before this
     _full_fence()  # cursor store before the wake-flag loads (see module docstring)
-    return _sleepers_nb(base, consumers)
+    return _sleepers_nb(base, consumers, True)
 
 
 @njit("int64(int64, int64, int64)", cache=True)
@@ -199,7 +202,7 @@ def commit_sequence_nb(base, sequence_index, sequence):
     """
     _store_release(base, sequence_index, sequence)
     _full_fence()
-    return _sleepers_nb(base, carray(_int64_at(base), LINE_WORDS)[H_CONSUMERS])
+    return _sleepers_nb(base, carray(_int64_at(base), LINE_WORDS)[H_CONSUMERS], False)
 
 
 @njit("UniTuple(int64, 2)(int64, int64, int64, int64)", cache=True)
@@ -234,7 +237,7 @@ def publish_batch_nb(base, records_address, start, count):
             data[slot, word] = records[start + i, word]
     _store_release(base, CURSOR, cursor + published)
     _full_fence()
-    return published, _sleepers_nb(base, consumers)
+    return published, _sleepers_nb(base, consumers, True)
 
 
 @njit("int64(int64, int64, int64, int64)", cache=True)
@@ -251,13 +254,14 @@ def spin_until_nb(base, index, target, spins):
     return value
 
 
-@njit("int64(int64, int64, int64)", cache=True)
-def arm_wake_nb(base, wake_index, cursor_index):
-    """Raise a consumer's wake flag, then return the cursor read after a full fence.
+@njit("int64(int64, int64, int64, int64)", cache=True)
+def arm_wake_nb(base, wake_index, cursor_index, flag):
+    """Raise a consumer's wake flag to ``flag``, then return the cursor read after a full fence.
 
     If the returned cursor still shows nothing new, the producer is guaranteed to see the
-    flag on its next publish and send a wake-up (the Dekker pattern of the module docstring).
+    flag on its next publish and send a wake-up (the Dekker pattern of the module docstring);
+    with ``WAKE_ON_COMMIT`` the same holds for the dependency sequences the caller reads next.
     """
-    _store_release(base, wake_index, 1)
+    _store_release(base, wake_index, flag)
     _full_fence()
     return _load_acquire(base, cursor_index)

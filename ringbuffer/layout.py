@@ -8,7 +8,8 @@ The segment is one ``multiprocessing``-style POSIX shared-memory object::
     line 2                producer private words: cached gating sequence, producer pid
     line 3 + 3*i          consumer i sequence (count of records committed)
     line 4 + 3*i          consumer i heartbeat: monotonic ns of its last beat, pid
-    line 5 + 3*i          consumer i wake flag (1 while it sleeps in the kernel)
+    line 5 + 3*i          consumer i wake flag (non-zero while it sleeps in the kernel:
+                          WAKE_ON_PUBLISH or WAKE_ON_COMMIT)
     data_offset ...       capacity records of record_size bytes, indexed by seq & (capacity-1)
 
 Each line is 128 bytes (two x86-64 cache lines, which also defeats the adjacent-line
@@ -65,6 +66,14 @@ def consumer_heartbeat_word(index: int) -> int:
 def consumer_pid_word(index: int) -> int:
     """Return the word index of the pid of the process attached as consumer ``index``."""
     return consumer_heartbeat_word(index) + 1
+
+
+# Wake flag values. A consumer gated by a live ``after`` dependency cannot read what the
+# producer just published, only what the dependency then commits: it sleeps with
+# WAKE_ON_COMMIT, which the producer's publish ignores, so a burst of publishes does not wake
+# a process that has nothing to do yet (and would take CPU from the feed and the brain).
+WAKE_ON_PUBLISH = 1  # woken by a publish and by a dependency's commit
+WAKE_ON_COMMIT = 2  # woken by a dependency's commit only
 
 
 def consumer_wake_word(index: int) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from .barrier import SequenceBarrier
 from .kernels import arm_wake, load_acquire, spin_until
+from .layout import WAKE_ON_PUBLISH
 
 
 def _backoff_s(attempt: int, first_s: float, max_s: float) -> float:
@@ -124,7 +125,7 @@ class BlockingWait:
             remaining_s = (deadline_ns - time.monotonic_ns()) / 1e9
             if remaining_s <= 0:
                 break
-            cursor = arm_wake(base, barrier.wake_index, barrier.cursor_index)
+            cursor = arm_wake(base, barrier.wake_index, barrier.cursor_index, WAKE_ON_PUBLISH)
             if cursor <= sequence:
                 barrier.listener.sleep(min(remaining_s, self.slice_s))
                 cursor = load_acquire(base, barrier.cursor_index)

@@ -1,4 +1,4 @@
-"""Intents first: IntentPipeline (decided at once, written in order) and BarHold.
+"""Intents first: IntentPipeline (decided at once, written in order after the burst) and BarHold.
 
 The pipeline runs over real PostgreSQL and a real intents ring. The ledger is the real
 ``ExecutorTables``; ``HeldLedger`` only holds each write until the test lets it go, so that what
@@ -67,12 +67,15 @@ def intents_ring():
     ring.close()
 
 
-async def pipeline_for(database, tmp_path, ring, ledger=None, **service_args):
+async def pipeline_for(database, tmp_path, ring, ledger=None, quiet_s=0.0, clock=None,
+                       **service_args):  # fmt: skip
+    """A pipeline whose writes start at once unless ``quiet_s`` says otherwise."""
     tables = ExecutorTables(database)
     ledger = ledger or HeldLedger(tables)
     s = settings(database.dsn, tmp_path)
     service = await ExecutorService.restore(ledger, directory(), s, **service_args)
-    return IntentPipeline(service, ReadAhead(ring.consumer(0))), ledger, tables
+    timing = {"quiet_s": quiet_s, "max_s": 0.01} | ({"clock": clock} if clock else {})
+    return IntentPipeline(service, ReadAhead(ring.consumer(0)), **timing), ledger, tables
 
 
 def committed(ring) -> int:
@@ -85,6 +88,15 @@ def intent(i: int) -> np.ndarray:
 
 async def order_ids(dsn) -> list[int]:
     return [int(r["intent_id"]) for r in await rows(dsn, "SELECT intent_id FROM orders ORDER BY 1")]
+
+
+async def write_the_rest(pipeline, ledger) -> None:
+    """``finish`` with every held write let go."""
+    finishing = asyncio.ensure_future(pipeline.finish())
+    while not finishing.done():
+        ledger.release()
+        await asyncio.sleep(0.01)
+    await finishing
 
 
 async def settled(pipeline) -> int:
@@ -116,6 +128,55 @@ async def test_intents_published_while_a_write_is_in_flight_are_decided_before_i
     await tables.close()
 
 
+async def test_a_write_waits_until_no_intent_came_for_the_quiet_time(
+    database, tmp_path, intents_ring
+):
+    clock = Clock()
+    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring,
+                                                  quiet_s=0.003, clock=clock)  # fmt: skip
+    producer = intents_ring.producer()
+    producer.publish_batch(intent(31))
+    await pipeline.take()
+    assert pipeline.writing is None and pipeline.write_due_in_s() == pytest.approx(0.003)
+    clock.advance_ms(2)
+    producer.publish_batch(intent(32))  # the brain's next step of the same burst
+    await pipeline.take()
+    clock.advance_ms(2)
+    assert pipeline.settle() == 0 and pipeline.writing is None  # 2 ms since the last intent
+    assert pipeline.write_due_in_s() == pytest.approx(0.001)
+    clock.advance_ms(1)
+    pipeline.settle()
+    assert pipeline.writing is not None and pipeline.write_due_in_s() == 0.0
+    ledger.release()
+    assert await settled(pipeline) == 1  # the next batch, quiet too, is written at once
+    assert pipeline.writing is not None
+    ledger.release()
+    assert await settled(pipeline) == 1 and pipeline.idle
+    assert await order_ids(database.dsn) == [31, 32] and committed(intents_ring) == 2
+    await tables.close()
+
+
+async def test_intents_that_keep_coming_are_written_at_most_max_s_after_the_oldest(
+    database, tmp_path, intents_ring
+):
+    clock = Clock()
+    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring,
+                                                  quiet_s=0.003, clock=clock)  # fmt: skip
+    producer = intents_ring.producer()
+    for i in range(5):  # an intent every 2 ms: never quiet for 3 ms
+        producer.publish_batch(intent(40 + i))
+        await pipeline.take()
+        assert pipeline.writing is None
+        clock.advance_ms(2)
+    pipeline.settle()  # 10 ms (max_s) after the first was decided
+    assert pipeline.writing is not None
+    ledger.release()
+    assert await settled(pipeline) == 1 and committed(intents_ring) == 1
+    await write_the_rest(pipeline, ledger)
+    assert await order_ids(database.dsn) == [40, 41, 42, 43, 44]
+    await tables.close()
+
+
 async def test_finish_writes_every_decided_batch_in_order_then_commits_it(
     database, tmp_path, intents_ring
 ):
@@ -124,11 +185,7 @@ async def test_finish_writes_every_decided_batch_in_order_then_commits_it(
     for i in (11, 12, 13):
         producer.publish_batch(intent(i))
         await pipeline.take()
-    finishing = asyncio.ensure_future(pipeline.finish())
-    while not finishing.done():
-        ledger.release()
-        await asyncio.sleep(0.01)
-    await finishing
+    await write_the_rest(pipeline, ledger)
     assert pipeline.idle and committed(intents_ring) == 3
     assert await order_ids(database.dsn) == [11, 12, 13]
     await tables.close()
@@ -144,7 +201,7 @@ async def test_a_write_given_up_leaves_its_batch_and_every_later_one_uncommitted
     down_tables = ExecutorTables(down)
     failing = ExecutorService(service.venue, service.guards, down_tables, directory(),
                               should_stop=lambda: True, retry_delays=(0.001, 0.001))  # fmt: skip
-    pipeline = IntentPipeline(failing, ReadAhead(intents_ring.consumer(0)))
+    pipeline = IntentPipeline(failing, ReadAhead(intents_ring.consumer(0)), quiet_s=0.0)
     producer = intents_ring.producer()
     producer.publish_batch(intent(21))
     await pipeline.take()

@@ -20,7 +20,13 @@ import numpy as np
 import pytest
 
 from aegis.ringbuffer import Ring, aot, kernels
-from aegis.ringbuffer.layout import CURSOR, consumer_sequence_word, consumer_wake_word
+from aegis.ringbuffer.layout import (
+    CURSOR,
+    WAKE_ON_COMMIT,
+    WAKE_ON_PUBLISH,
+    consumer_sequence_word,
+    consumer_wake_word,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DTYPE = np.dtype([("v", np.int64)])
@@ -72,9 +78,10 @@ def test_try_publish_fills_the_ring_then_refuses_until_the_slowest_consumer_comm
     assert (k.load_acquire(base, CURSOR), values(ring)) == (5, [5, 2, 3, 4])
 
 
-def test_publishing_returns_the_mask_of_consumers_whose_wake_flag_is_up(k, ring):
+def test_publishing_returns_the_mask_of_consumers_asleep_until_a_publish(k, ring):
     base, record = ring._base, np.zeros(1, DTYPE)
-    ring._meta[consumer_wake_word(1)] = 1
+    ring._meta[consumer_wake_word(0)] = WAKE_ON_COMMIT  # a publish is not what it waits for
+    ring._meta[consumer_wake_word(1)] = WAKE_ON_PUBLISH
     assert k.try_publish(base, record.ctypes.data) == 0b10
     assert k.publish_batch(base, np.zeros(2, DTYPE).ctypes.data, 0, 2) == (2, 0b10)
 
@@ -98,17 +105,18 @@ def test_spin_until_returns_the_word_once_beyond_target_else_the_last_value_read
     assert k.spin_until(words.ctypes.data, 1, 5, 100) == 5
 
 
-def test_arm_wake_raises_the_flag_and_returns_the_cursor(k, ring):
+def test_arm_wake_raises_the_flag_it_is_given_and_returns_the_cursor(k, ring):
     base = ring._base
     ring._meta[CURSOR] = 7
-    assert k.arm_wake(base, consumer_wake_word(1), CURSOR) == 7
-    assert int(ring._meta[consumer_wake_word(1)]) == 1
+    assert k.arm_wake(base, consumer_wake_word(1), CURSOR, WAKE_ON_COMMIT) == 7
+    assert int(ring._meta[consumer_wake_word(1)]) == WAKE_ON_COMMIT
 
 
-def test_commit_sequence_stores_it_and_returns_the_raised_wake_flags(k, ring):
+def test_commit_sequence_stores_it_and_returns_every_raised_wake_flag(k, ring):
     base = ring._base
-    ring._meta[consumer_wake_word(1)] = 1
-    assert k.commit_sequence(base, consumer_sequence_word(0), 3) == 0b10
+    ring._meta[consumer_wake_word(0)] = WAKE_ON_PUBLISH
+    ring._meta[consumer_wake_word(1)] = WAKE_ON_COMMIT
+    assert k.commit_sequence(base, consumer_sequence_word(0), 3) == 0b11
     assert int(ring._meta[consumer_sequence_word(0)]) == 3
 
 

@@ -149,6 +149,34 @@ def test_a_held_consumer_asleep_is_woken_by_the_commit_it_waits_for(ring_name):
         assert second.poll()["seq"].tolist() == [0]
 
 
+def test_a_gated_consumer_asleep_is_not_woken_by_publishes_it_cannot_read_yet(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=2) as ring:
+        producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
+        second = ring.consumer(1, after=(0,), patience_s=60.0)
+        fd = second.wake_fileno()
+        assert second.arm() is False
+        _publish(producer, 3)  # a burst the first consumer has yet to handle
+        assert select.select([fd], [], [], 0.05)[0] == []
+        first.poll()
+        first.commit()
+        assert select.select([fd], [], [], 1.0)[0] == [fd]
+        second.disarm()
+        assert second.poll()["seq"].tolist() == [0, 1, 2]
+
+
+def test_a_consumer_whose_dependency_is_gone_is_woken_by_the_publish(ring_name):
+    with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=2) as ring:
+        producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
+        second = ring.consumer(1, after=(0,), patience_s=60.0)
+        first.close()  # nobody holds the dependency's slot: it gates nothing
+        fd = second.wake_fileno()
+        assert second.arm() is False
+        _publish(producer, 1)
+        assert select.select([fd], [], [], 1.0)[0] == [fd]
+        second.disarm()
+        assert second.poll()["seq"].tolist() == [0]
+
+
 def test_a_commit_wakes_only_the_consumers_reading_after_it(ring_name):
     with Ring.create(ring_name, SEQ_DTYPE, capacity=16, consumers=3) as ring:
         producer, first = ring.producer(), ring.consumer(0, wakes=(1,))
