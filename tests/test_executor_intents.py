@@ -78,6 +78,14 @@ async def pipeline_for(database, tmp_path, ring, ledger=None, quiet_s=0.0, clock
     return IntentPipeline(service, ReadAhead(ring.consumer(0)), **timing), ledger, tables
 
 
+async def quiet_pipeline(database, tmp_path, ring):
+    """A pipeline whose writes wait 3 ms without intents (10 ms at most), on a test clock."""
+    clock = Clock()
+    pipeline, ledger, tables = await pipeline_for(database, tmp_path, ring, quiet_s=0.003,
+                                                  clock=clock)  # fmt: skip
+    return pipeline, ledger, tables, clock
+
+
 def committed(ring) -> int:
     return ring.stats().consumers[0].sequence
 
@@ -131,9 +139,7 @@ async def test_intents_published_while_a_write_is_in_flight_are_decided_before_i
 async def test_a_write_waits_until_no_intent_came_for_the_quiet_time(
     database, tmp_path, intents_ring
 ):
-    clock = Clock()
-    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring,
-                                                  quiet_s=0.003, clock=clock)  # fmt: skip
+    pipeline, ledger, tables, clock = await quiet_pipeline(database, tmp_path, intents_ring)
     producer = intents_ring.producer()
     producer.publish_batch(intent(31))
     await pipeline.take()
@@ -159,9 +165,7 @@ async def test_a_write_waits_until_no_intent_came_for_the_quiet_time(
 async def test_intents_that_keep_coming_are_written_at_most_max_s_after_the_oldest(
     database, tmp_path, intents_ring
 ):
-    clock = Clock()
-    pipeline, ledger, tables = await pipeline_for(database, tmp_path, intents_ring,
-                                                  quiet_s=0.003, clock=clock)  # fmt: skip
+    pipeline, ledger, tables, clock = await quiet_pipeline(database, tmp_path, intents_ring)
     producer = intents_ring.producer()
     for i in range(5):  # an intent every 2 ms: never quiet for 3 ms
         producer.publish_batch(intent(40 + i))
