@@ -8,7 +8,8 @@ feed) after the brain (a pipeline: a bar reaches the executor once the brain has
 unless the brain stalls ``AEGIS_BRAIN_PATIENCE_S``) and the ``intents`` ring; intents first. It
 sleeps on the rings' wake-ups (``RingWaiter``) and hands each batch to ``ExecutorService``; a
 ring batch is committed only once its rows are. Intents are decided as soon as they are
-published, while earlier ones are still being written (``executor_intents``). SIGTERM lets
+published, and written once no more came for a few ms, so that PostgreSQL's work does not
+delay the rest of a minute's intents (``executor_intents``). SIGTERM lets
 the batches in hand be written, then ``drain`` takes what is left in both rings, persists it
 and the process exits 0.
 
