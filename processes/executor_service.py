@@ -56,7 +56,7 @@ from aegis.paper.exchange import PaperConfig, PaperExchange
 from aegis.paper.intents import InvalidIntent, PaperIntent
 from aegis.processes.executor_symbols import SymbolDirectory
 from aegis.processes.executor_venues import LiveVenue, PaperVenue, Venue
-from aegis.records import BAR_CLOSED, REPORT_DTYPE, REPORT_INTENT_REJECTED
+from aegis.records import BAR_CLOSED, INTENT_DTYPE, REPORT_DTYPE, REPORT_INTENT_REJECTED
 from aegis.risk.guards import DAY_MS, RiskGuards, RiskLimits
 from aegis.store.database import is_transient
 from aegis.store.executor_rows import (
@@ -87,6 +87,10 @@ CHECKPOINT_INTENTS_READ = "intents_read"  # intents taken and decided, nothing w
 CHECKPOINT_INTENTS_WRITTEN = "intents_written"  # orders rows committed, ring not committed
 CHECKPOINT_BARS_READ = "bars_read"  # fills/exits computed, nothing written
 CHECKPOINT_BARS_WRITTEN = "bars_written"  # positions/trades committed, ring not committed
+
+# Positions in an INTENT_DTYPE record read as a tuple (``records.tolist()``).
+_ROW_INTENT_ID = INTENT_DTYPE.names.index("intent_id")
+_ROW_SYMBOL_ID = INTENT_DTYPE.names.index("symbol_id")
 
 
 class PersistAborted(RuntimeError):
@@ -249,11 +253,11 @@ class ExecutorService:
 
     async def _take_intent(self, rec, row, now_ms, batch: LedgerBatch, reports, notes) -> None:
         """``rec``: the INTENT_DTYPE record; ``row``: the same as a tuple (``from_row``)."""
-        intent_id = row[0]
+        intent_id = row[_ROW_INTENT_ID]
         if intent_id in self._known:
             self.counters["intents_duplicate"] += 1
             return
-        symbol_id = row[4]
+        symbol_id = row[_ROW_SYMBOL_ID]
         symbol = self.directory.name_of(symbol_id)
         try:
             intent = PaperIntent.from_row(row)
