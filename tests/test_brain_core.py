@@ -186,6 +186,22 @@ def test_brain_core_bad_and_repeated_bars_are_dropped_and_counted_never_raised()
     assert core.bars_seen == 150 + 5
 
 
+def test_a_ring_batch_in_any_order_is_decided_minute_by_minute_and_copies_count_once():
+    config = BrainConfig(rule=ema_crossover(10, 30), capacity=8)
+    bars = ring_bars(series())
+    in_order = run_live(BrainCore(config, SYMBOLS), bars)
+    core = BrainCore(config, SYMBOLS)
+    rng = np.random.default_rng(7)
+    steps = []
+    for chunk in np.array_split(bars, 40):  # ~175 minutes a batch, shuffled, one bar twice
+        mixed = np.concatenate([chunk, chunk[3:4]])[rng.permutation(len(chunk) + 1)]
+        steps.append(core.on_bars(mixed, None))
+        assert steps[-1].dropped["already_seen"] == 1
+    assert core.bars_seen == len(bars)
+    assert_same_records(concat(steps, "signals"), concat(in_order, "signals"))
+    assert_same_records(concat(steps, "intents"), concat(in_order, "intents"))
+
+
 def test_shadow_labeler_and_exposure_book_reject_bad_input_with_clear_errors():
     from aegis.ml.shadow import ShadowLabeler
     from aegis.risk.exposure import ExposureBook

@@ -21,6 +21,7 @@ splits it into two calls, which can change only which candidates win scarce posi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,7 @@ from aegis.features.vector import FEATURE_NAMES, FeatureEngine, FeatureParams, f
 from aegis.ml.labels import MINUTE_MS, ExitRules
 from aegis.ml.shadow import CompletedLabels, ShadowLabeler
 from aegis.records import BAR_CLOSED, INTENT_DTYPE
+from aegis.risk._select_nb import select_bars_nb
 from aegis.risk.decision import (
     SIGNAL_DTYPE,
     DecisionPolicy,
@@ -46,6 +48,8 @@ from aegis.risk.decision import (
     group_by_decision_time,
 )
 from aegis.risk.exposure import ExposureBook
+
+DROP_REASONS = ("not_closed", "unknown_symbol", "bad_price", "misaligned", "already_seen")
 
 
 class UnknownSymbolError(KeyError):
@@ -216,54 +220,32 @@ class BrainCore:
         self, bars: np.ndarray, model: Predictor | None, *, replay: bool = False
     ) -> BrainStep:
         """Process one batch of BAR_DTYPE records; see the module docstring."""
-        dropped = {"not_closed": 0, "unknown_symbol": 0, "bad_price": 0, "misaligned": 0,
-                   "already_seen": 0}  # fmt: skip
         n = len(bars)
         if n == 0:
             return BrainStep(np.zeros(0, INTENT_DTYPE), np.zeros(0, SIGNAL_DTYPE),
-                             CompletedLabels.concat([]), dropped)  # fmt: skip
-        ids = bars["symbol_id"]
-        ids = ids.astype(np.int64)
-        idx = np.full(n, -1, np.int64)
-        inside = ids < len(self._lut)
-        idx[inside] = self._lut[ids[inside]]
-        t = bars["open_time_ms"]
-        prices = np.stack([bars["open"], bars["high"], bars["low"], bars["close"]])
-        with np.errstate(invalid="ignore"):
-            closed = (bars["flags"] & BAR_CLOSED) != 0
-            good_px = np.isfinite(prices).all(0) & (prices > 0).all(0) & np.isfinite(bars["volume"])
-        aligned = t % MINUTE_MS == 0
-        known = idx >= 0
-        ok = closed & known & good_px & aligned
-        if ok.all():  # the live case; counting what is dropped costs a dozen array passes
-            keep = np.arange(n)
-        else:
-            dropped["not_closed"] = int((~closed).sum())
-            dropped["unknown_symbol"] = int((closed & ~known).sum())
-            dropped["bad_price"] = int((closed & known & ~good_px).sum())
-            dropped["misaligned"] = int((closed & known & good_px & ~aligned).sum())
-            keep = np.flatnonzero(ok)
-        order = keep[np.lexsort((idx[keep], t[keep]))]
-        fresh = t[order] > self._last_t[idx[order]]
-        # the same (symbol, minute) twice in one batch: keep the first
-        same = np.zeros(len(order), bool)
-        same[1:] = (t[order][1:] == t[order][:-1]) & (idx[order][1:] == idx[order][:-1])
-        use = order[fresh & ~same]
-        dropped["already_seen"] = len(order) - len(use)
+                             CompletedLabels.concat([]), dict.fromkeys(DROP_REASONS, 0))  # fmt: skip
+        t = np.empty(n, np.int64)
+        idx = np.empty(n, np.int64)
+        cols = np.empty((5, n))  # open, high, low, close, volume
+        recv = np.empty(n, np.int64)
+        counts = np.zeros(len(DROP_REASONS), np.int64)
+        m = select_bars_nb(bars, self._lut, self._last_t, BAR_CLOSED, t, idx, cols, recv, counts)
+        dropped = dict(zip(DROP_REASONS, counts.tolist(), strict=True))
         intents, signals, labels = [], [], []
-        if len(use):
-            minutes = t[use]
-            if minutes[0] == minutes[-1]:  # sorted by minute: one minute (the live case)
-                groups = (use,)
-            else:
-                groups = np.split(use, np.flatnonzero(np.diff(minutes)) + 1)
-            for group in groups:
-                i_part, s_part, l_part = self._on_minute(bars[group], idx[group], model, replay)
+        if m:
+            t, idx, cols, recv = t[:m], idx[:m], cols[:, :m], recv[:m]
+            # Sorted by minute; one minute is the live case (no split to compute).
+            one = t[0] == t[-1]
+            cuts = [0, m] if one else [0, *(np.flatnonzero(np.diff(t)) + 1).tolist(), m]
+            for a, b in itertools.pairwise(cuts):
+                i_part, s_part, l_part = self._on_minute(
+                    t[a:b], idx[a:b], cols[:, a:b], recv[a:b], model, replay
+                )
                 intents.append(i_part)
                 signals.append(s_part)
                 labels.append(l_part)
-                self.book.expire(int(bars["open_time_ms"][group[0]]))
-            self.bars_seen += len(use)
+                self.book.expire(int(t[a]))
+            self.bars_seen += m
         return BrainStep(
             _join(intents) if intents else np.zeros(0, INTENT_DTYPE),
             _join(signals) if signals else np.zeros(0, SIGNAL_DTYPE),
@@ -271,12 +253,11 @@ class BrainCore:
             dropped,
         )
 
-    def _on_minute(self, bars, idx, model, replay):
+    def _on_minute(self, t, idx, cols, recv, model, replay):
+        """One minute's bars (at most one per symbol): features, candidates, decisions, labels."""
         tf = self.policy.decision_tf_ms
-        t, c = bars["open_time_ms"], bars["close"]
-        rows = self.engine.update(
-            idx, t, bars["open"], bars["high"], bars["low"], c, bars["volume"]
-        )
+        o, h, lo, c, v = cols
+        rows = self.engine.update(idx, t, o, h, lo, c, v)
         k = len(rows.symbol_index)
         intents, signals = [np.zeros(0, INTENT_DTYPE)], [np.zeros(0, SIGNAL_DTYPE)]
         if k:
@@ -290,13 +271,13 @@ class BrainCore:
             dclose = np.where(late, self._prev_close[rsym], c[p])
             ema = self.emas.update(rsym, dclose) if len(self.config.rule.ema_periods) else None
             is_cand, conf = self.config.rule.evaluate(feats, FEATURE_NAMES, ema)
-            decided = self._decide(self._ids[rsym], rsym, rtime, bars["recv_ns"][p], feats,
+            decided = self._decide(self._ids[rsym], rsym, rtime, recv[p], feats,
                                    is_cand, conf, model, replay)  # fmt: skip
             intents.extend(decided[0])
             signals.extend(decided[1])
         self._last_t[idx] = t
         self._prev_close[idx] = c
-        labels = self.labeler.on_bars(idx, t, bars["open"], bars["high"], bars["low"], c)
+        labels = self.labeler.on_bars(idx, t, o, h, lo, c)
         return _join(intents), _join(signals), labels
 
     def _decide(self, ids, rsym, rtime, recv, feats, is_cand, conf, model, replay):
