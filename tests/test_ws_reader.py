@@ -9,7 +9,7 @@ import functools
 import websockets
 from ws_support import raw_ws_server, read_client_frame, run_shard_on, server_frame
 
-from aegis.binance.ws_reader import MAX_GROUP, StampedConnection
+from aegis.binance.ws_reader import LATER_GROUP_MAX, MAX_GROUP, StampedConnection
 
 PING, PONG, CLOSE = 0x9, 0xA, 0x8
 
@@ -93,15 +93,16 @@ async def test_after_the_handshake_the_connection_splits_common_frames_itself():
     assert frames == [b'"A"', b'"B"', b'"C"', b'"D"'] and ws.split_messages == 3
 
 
-async def test_a_large_read_is_handed_on_in_groups_in_order():
-    sent = [f'"{i}"'.encode() for i in range(150)]
+async def test_a_large_read_is_handed_on_in_order_in_groups_that_grow_after_the_first():
+    sent = [f'"{i}"'.encode() for i in range(400)]
 
     async def script(reader, writer):
         writer.write(b"".join(server_frame(p) for p in sent))  # one write, read in one chunk
 
     groups: list[int] = []
-    frames, _ = await _read_directly(script, 150, groups)
-    assert frames == sent and max(groups) == MAX_GROUP and sum(groups) == 150
+    frames, _ = await _read_directly(script, 400, groups)
+    assert frames == sent
+    assert groups == [MAX_GROUP, 2 * MAX_GROUP, 4 * MAX_GROUP, LATER_GROUP_MAX, LATER_GROUP_MAX, 32]
 
 
 async def test_frames_cut_anywhere_between_reads_arrive_whole_and_in_order():
