@@ -9,7 +9,7 @@
 * ``burst_*``: one process, no network. A minute's close burst, the 300 closing frames read in
   one chunk of server frames, handed to a ``StampedConnection`` (past a real handshake) the way
   the socket does: frame splitting, the frames handed on in groups (``MAX_GROUP``, 16, first,
-  each next group of the read twice as large up to ``LATER_GROUP_MAX``, 128), one
+  each next group of the read twice as large up to ``LATER_GROUP_MAX``, 32), one
   compiled parse per group (``KlineIntake.on_frames``), sequencing, one ring publish per group,
   timed from the read to the last bar in the ring; and the same
   bursts through the per-frame path (``on_frame``) for comparison. 57 bursts, the first 3 left

@@ -37,11 +37,13 @@ MAX_GROUP = 16
 ring while the rest are parsed. Larger groups cost less per message but make the first bars
 wait: 64 missed the feed's 200 µs target at p99 (a close burst of 300: 0.55 ms against 0.75 ms
 in groups of 16)."""
-LATER_GROUP_MAX = 128
+LATER_GROUP_MAX = 32
 """Each later group of the same read is twice the one before, up to this. By then the brain
-is busy with the first bars, so what matters is how soon the whole read is in the ring: in the
-end-to-end bench (250 closing bars, one-off session with temporary stamps) groups of 16 put the
-last bar of a burst in the ring 2.06 ms after its first read (p50), doubling groups 1.45 ms."""
+is busy with the first bars, so what matters is how soon the whole read is in the ring. In a
+one-off end-to-end session with temporary stamps (250 closing bars a burst), groups of 16 put a
+burst's last bar in the ring 2.06 ms after its first read (p50), groups doubling up to 128
+1.45 ms; but 128 put the feed's own handed → publish p99 at 248 µs, over its 200 µs target
+(``benchmarks/bench_feed.py``), and 32 at 193 µs in the run after."""
 _MAX_HANDSHAKE = 1 << 16  # far above websockets' own header limits
 
 # How the connection's bytes are read: the HTTP handshake, frames split here, or all of
