@@ -11,8 +11,9 @@ import numpy as np
 from numba import njit
 
 MINUTE_MS = 60_000
-# Reasons a bar is dropped, in the order of ``counts`` (BrainCore.on_bars names them).
-NOT_CLOSED, UNKNOWN_SYMBOL, BAD_PRICE, MISALIGNED, ALREADY_SEEN = 0, 1, 2, 3, 4
+# Reasons a bar is dropped, named in the order of ``counts``.
+DROP_REASONS = ("not_closed", "unknown_symbol", "bad_price", "misaligned", "already_seen")
+NOT_CLOSED, UNKNOWN_SYMBOL, BAD_PRICE, MISALIGNED, ALREADY_SEEN = range(len(DROP_REASONS))
 
 
 @njit(cache=True)

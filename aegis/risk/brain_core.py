@@ -38,7 +38,7 @@ from aegis.features.vector import FEATURE_NAMES, FeatureEngine, FeatureParams, f
 from aegis.ml.labels import MINUTE_MS, ExitRules
 from aegis.ml.shadow import CompletedLabels, ShadowLabeler
 from aegis.records import BAR_CLOSED, INTENT_DTYPE
-from aegis.risk._select_nb import select_bars_nb
+from aegis.risk._select_nb import DROP_REASONS, select_bars_nb
 from aegis.risk.decision import (
     SIGNAL_DTYPE,
     DecisionPolicy,
@@ -48,8 +48,6 @@ from aegis.risk.decision import (
     group_by_decision_time,
 )
 from aegis.risk.exposure import ExposureBook
-
-DROP_REASONS = ("not_closed", "unknown_symbol", "bad_price", "misaligned", "already_seen")
 
 
 class UnknownSymbolError(KeyError):
