@@ -278,7 +278,8 @@ def _pct(values: np.ndarray, q: float) -> float:
     return round(float(np.percentile(values, q)) / 1e6, 3) if len(values) else float("nan")
 
 
-def _latency(tmp: Path) -> dict:
+def _latency(tmp: Path) -> tuple[dict, np.ndarray]:
+    """One latency session: its figures, and each intent's WebSocket -> executor time in ns."""
     s = _Session(tmp, LATENCY_SPEED)
     try:
         s.wait_running()
@@ -307,7 +308,7 @@ def _latency(tmp: Path) -> dict:
     total = stamps["exec_ns"] - stamps["recv_ns"]
     to_brain = stamps["publish_ns"] - stamps["recv_ns"]
     hop = stamps["exec_ns"] - stamps["publish_ns"]
-    return {
+    figures = {
         "speed": LATENCY_SPEED,
         "bars_per_s_offered": SYMBOLS * LATENCY_SPEED / 60.0,
         "catch_up_s": round(catch_up_s, 1),
@@ -325,6 +326,7 @@ def _latency(tmp: Path) -> dict:
         "clean_exit": code == 0,
         "exit_errors": [] if code == 0 else s.errors(),
     }
+    return figures, total
 
 
 def _throughput(tmp: Path) -> dict:
@@ -365,7 +367,7 @@ def _throughput(tmp: Path) -> dict:
 
 def run() -> dict:
     with tempfile.TemporaryDirectory(prefix="aegis-bench-e2e-") as tmp:
-        lat = _latency(Path(tmp))
+        lat, _ = _latency(Path(tmp))
         thr = _throughput(Path(tmp))
     memory = {}  # kind -> process -> max MB over both sessions
     for kind in ("rss", "pss", "uss"):
@@ -400,7 +402,61 @@ def run() -> dict:
     return result
 
 
+def sessions(n: int) -> dict:
+    """The latency session ``n`` times, each a fresh kernel: per session, and pooled.
+
+    One session's p99 is near its worst burst (about 17 bursts), so one good run proves little;
+    this is the figure behind the README's claim that the target holds over many sessions.
+    Written to ``results/e2e_sessions.json`` (not ``latest.json``: ``make bench`` runs one).
+    """
+    per, pooled = [], []
+    for i in range(n):
+        with tempfile.TemporaryDirectory(prefix="aegis-bench-e2e-") as tmp:
+            lat, total = _latency(Path(tmp))
+        pooled.append(total)
+        per.append({"intents": lat["intents"], **lat["ws_to_executor_ms"],
+                    "clean_exit": lat["clean_exit"]})  # fmt: skip
+        print(f"session {i + 1}/{n}: {json.dumps(per[-1])}", flush=True)
+    total = np.concatenate(pooled) if pooled else np.zeros(0, np.int64)
+    result = {
+        "sessions": per,
+        "session_s": LATENCY_S,
+        "sessions_meeting_target": sum(x["p99"] <= TARGET_P99_MS for x in per),
+        "pooled_ws_to_executor_ms": {
+            "intents": len(total),
+            "p50": _pct(total, 50),
+            "p99": _pct(total, 99),
+            "max": _pct(total, 100),
+            "over_target_pct": round(100.0 * float(np.mean(total > TARGET_P99_MS * 1e6)), 2)
+            if len(total)
+            else float("nan"),
+        },
+        "commit": _commit(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(json.dumps(result, indent=1))
+    out = ROOT / "benchmarks" / "results" / "e2e_sessions.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--kernel"]:
+    args = sys.argv[1:]
+    if args == ["--kernel"]:
         sys.exit(_kernel_main())
-    run()
+    if len(args) == 2 and args[0] == "--sessions" and args[1].isdigit() and int(args[1]) > 0:
+        sessions(int(args[1]))
+    elif args:
+        sys.exit("usage: python -m benchmarks.bench_e2e [--sessions N]")
+    else:
+        run()
