@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-MINUTE_MS = 60_000
+from aegis.ml.labels import MINUTE_MS
+
 # Reasons a bar is dropped, named in the order of ``counts``.
 DROP_REASONS = ("not_closed", "unknown_symbol", "bad_price", "misaligned", "already_seen")
 NOT_CLOSED, UNKNOWN_SYMBOL, BAD_PRICE, MISALIGNED, ALREADY_SEEN = range(len(DROP_REASONS))
