@@ -175,6 +175,26 @@ async def test_position_over_the_algo_order_cap_gets_its_guard_once_a_slot_frees
     assert resting == {guard_client_id(i, 1) for i in range(612, 617)}
 
 
+async def test_guard_refused_for_the_rate_is_placed_again_at_the_next_reconciliation(sim, tmp_path):
+    def checkpoint(name: str) -> None:
+        if name == "guard_written" and not posts_for(sim, guard_client_id(618, 1)):
+            sim.faults.storm_429(1, retry_after_s=1)  # the guard's own POST gets the 429
+
+    journal = MemoryOrderJournal()
+    async with live_exchange(sim.rest_url, tmp_path, journal, checkpoint=checkpoint) as ex:
+        outcome = await ex.submit(intent(618))
+        assert outcome.status == "filled" and sim.engine.open_orders(sim.account()) == []
+        assert journal.orders[guard_client_id(618, 1)].status == "REJECTED"
+        assert len(ex.guards_unavailable) == 1  # counted once, under the refusal's reason
+        await asyncio.sleep(1.1)  # past the Retry-After
+        await ex.reconcile("test")
+    (resting,) = sim.engine.open_orders(sim.account())
+    assert (
+        resting.client_order_id == guard_client_id(618, 2)
+        and len(posts_for(sim, resting.client_order_id)) == 1
+    )
+
+
 # -- exits release the guard first ---------------------------------------------------------------
 
 

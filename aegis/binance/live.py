@@ -45,24 +45,9 @@ Exits — executor-managed on closed 1m bars; exchange-side only as a far crash 
     that is down cannot stop anything — is bounded by the watchdog restarting the executor
     within seconds, by reconciliation on start, by the kill switch, and by the crash guard.
 
-Crash guard (``live_guard``; ``LiveConfig.crash_guard``, on by default, ``None`` turns it off):
-right after an entry fills, inside the lock, a SELL STOP_LOSS (or STOP_LOSS_LIMIT where the
-symbol has no STOP_LOSS) is journaled (role ``guard``, id ``aegis-<id>-g<n>``, exit code 7,
-decision price = its stop) and sent, resting at twice the rule's stop distance below the entry:
-while the executor runs, the rule's own exit always comes first. A resting, acknowledged guard
-does not hold the position up (``IntentBook.unresolved``: only a guard whose send outcome is
-unknown does). Every exit and ``flatten`` first cancels the guard (its coins are locked while it
-rests) and then sends a new MARKET SELL — never ``cancelReplace``, whose half-failures leave
-either order's fate to guess: a guard found FILLED closes the trade as ``crash_guard`` with its
-fill and no exit is sent; one that sold part of the position leaves only the rest to sell; a
-cancel whose outcome is unknown sends no exit this bar, the decision is sent on the next one.
-A guard that sells while the executor runs is settled from its ``executionReport`` events
-(else one query by client id); one that sold while it was down is found by reconciliation
-(journaled resting, absent from ``openOrders``: queried) **before** positions without coins are
-closed as ``reconciled``. After every reconciliation, each open position without a guard that
-may rest gets one under the next attempt id — never two at once. A position that cannot have
-one (filters, no stop order type, MAX_NUM_ALGO_ORDERS, refused) trades on without it, logged
-once and counted in ``guards_unavailable``.
+Crash guard (``live_guard`` plans and sends one, ``position_guards`` keeps one per position;
+``LiveConfig.crash_guard``, on by default, ``None`` turns it off): a resting SELL stop far below
+the rule's stop, placed right after an entry fills and released before every exit.
 
 Reconciliation (``reconcile``, weight ~100): at start, after every user-data reconnect, every
 ``reconcile_interval_s``, and when drift is suspected (an exit refused, a fill of an own id no
@@ -109,12 +94,9 @@ from aegis.binance.live_book import (
 from aegis.binance.live_checks import OPEN_RECHECK_S, RETRY_S, OrderChecks
 from aegis.binance.live_guard import (
     ROLE_GUARD,
-    STATUS_ABSENT,
     CrashGuard,
     GuardConfig,
     GuardOrder,
-    GuardUnavailable,
-    plan_guard,
 )
 from aegis.binance.live_ledger import (
     REJECT_EXCHANGE_PREFIX,
@@ -130,6 +112,7 @@ from aegis.binance.live_reconcile import (
     wait_grace,
 )
 from aegis.binance.models import ExchangeOrder
+from aegis.binance.position_guards import PositionGuards
 from aegis.binance.rest import BinanceRestClient
 from aegis.binance.user_events import OrderUpdate
 from aegis.binance.userdata import UserDataStream
@@ -203,11 +186,8 @@ class LiveExchange:
         self._in_flight: set[str] = set()  # client ids whose REST call is not answered yet
         self._checks = OrderChecks(self.config.unknown_grace_s, self.resolve_requested.set)
         self.guard = CrashGuard(rest)
-        self.guards_unavailable: Counter[str] = Counter()  # positions left unguarded, by reason
-        self.guard_releases: Counter[str] = Counter()  # guards released before exits, by status
-        self._unguarded: dict[int, str] = {}  # intent -> why it has no guard (logged once)
-        self._guard_given_up: set[int] = set()  # refused by the exchange: not sent again
-        self._last_refusal: BinanceError | None = None
+        self.guards = PositionGuards(self.guard, self.ledger, self._marks, self._in_flight,
+                                     self._place, self._checkpoint)  # fmt: skip
         # Exits decided while their guard could not be released: sent on the next bar.
         self._deferred: dict[int, tuple[int, float, int, int]] = {}
         self.cache.order_listeners.append(self._on_order_event)
@@ -232,6 +212,16 @@ class LiveExchange:
     def rejections(self):
         """Rejection counter per reason (entries, and exits as ``exit_<reason>``)."""
         return self.ledger.rejections
+
+    @property
+    def guards_unavailable(self) -> Counter[str]:
+        """Positions left without a crash guard, by reason."""
+        return self.guards.unavailable
+
+    @property
+    def guard_releases(self) -> Counter[str]:
+        """Crash guards released before exits, by the status they were found in."""
+        return self.guards.releases
 
     def open_positions(self) -> tuple[PaperPosition, ...]:
         """Open positions, oldest first."""
@@ -302,7 +292,7 @@ class LiveExchange:
         unresolved = {o.client_order_id: o for b in self.ledger.books.values()
                       for o in b.unresolved()}  # fmt: skip
         self._checks.keep(unresolved, now)
-        await self._ensure_guards()
+        await self.guards.ensure()
         return self.last_report
 
     async def resolve_due(self) -> int:
@@ -332,7 +322,7 @@ class LiveExchange:
                     settled += 1
                     log.info("order %s settled (%s)", cid, outcome)
             if settled:
-                await self._ensure_guards()  # an entry settled here opened a position
+                await self.guards.ensure()  # an entry settled here opened a position
             return settled
 
     async def run_reconciler(self, reconnects: asyncio.Event | None = None) -> None:
@@ -428,7 +418,7 @@ class LiveExchange:
             self._checkpoint("intent_written")
             await self._place(book, order)
             if book.position is not None:
-                await self._place_guard(book)
+                await self.guards.place(book)
             if intent.intent_id not in ledger.books:
                 return SubmitOutcome(intent.intent_id, SUBMIT_REJECTED, ledger.last_reject)
             if book.position is None:
@@ -464,14 +454,15 @@ class LiveExchange:
 
     async def _place(
         self, book: IntentBook, order: JournalOrder, guard: GuardOrder | None = None
-    ) -> None:
-        """Send a journaled order once and settle its answer; while the REST call is in flight,
-        its stream events wait for that answer instead of asking REST themselves."""
+    ) -> BinanceError | None:
+        """Send a journaled order once and settle its answer; return the exchange's refusal, if
+        it refused. While the REST call is in flight, its stream events wait for that answer
+        instead of asking REST themselves."""
         cid = order.client_order_id
         self._in_flight.add(cid)
         try:
             answer = await self._send(book, order, guard)
-            if answer is not None:
+            if isinstance(answer, ExchangeOrder):
                 await self.ledger.settle(book, order, answer)
         finally:
             self._in_flight.discard(cid)
@@ -485,12 +476,13 @@ class LiveExchange:
                 self._checks.schedule(cid, now)
             elif order.role != ROLE_GUARD:
                 self._checks.schedule(cid, now + OPEN_RECHECK_S)
+        return answer if isinstance(answer, BinanceError) else None
 
     async def _send(
         self, book: IntentBook, order: JournalOrder, guard: GuardOrder | None = None
-    ) -> ExchangeOrder | None:
-        """Send a journaled order (``guard``: that guard's planned order) once. None: refused
-        (journaled) or outcome still unknown."""
+    ) -> ExchangeOrder | BinanceError | None:
+        """Send a journaled order (``guard``: that guard's planned order) once: the answer, the
+        refusal (journaled as rejected) or None (outcome still unknown)."""
         cid = order.client_order_id
         stream_live = self._stream_live()
         lookups = 0 if stream_live else REST_LOOKUPS
@@ -519,7 +511,6 @@ class LiveExchange:
             return None
         except (OrderRejected, RateLimited, IpBanned, HaltError) as exc:
             # Refused before placement (filters, balance, rate limit, ban, keys): nothing exists.
-            self._last_refusal = exc
             reason = REJECT_EXCHANGE_PREFIX + (getattr(exc, "filter_type", "") or exc.msg)[:80]
             log.warning("order %s refused: %s", cid, reason)
             await self.ledger.refused(book, order, reason)
@@ -527,114 +518,13 @@ class LiveExchange:
                 self.reconcile_requested.set()
             if isinstance(exc, HaltError):
                 raise
-            return None
+            return exc
         except BinanceError as exc:
             log.error("order %s: %s; its state is asked by client id", cid, exc)
             self._checks.schedule(cid, self.ledger.clock() + RETRY_S)
             return None
         self._checkpoint("order_answered")
         return answer
-
-    # -- crash guards ---------------------------------------------------------------------------
-
-    async def _ensure_guards(self) -> None:
-        """Give every open position without a guard one (never a second while one may rest)."""
-        if self.config.crash_guard is None:
-            return
-        books = self.ledger.books
-        self._unguarded = {i: r for i, r in self._unguarded.items() if i in books}
-        self._guard_given_up = {i for i in self._guard_given_up if i in books}
-        for book in list(books.values()):
-            if (
-                book.position is not None
-                and book.intent.intent_id in self.ledger.books
-                and book.resting_guard() is None
-                and not book.unresolved()
-                and book.intent.intent_id not in self._guard_given_up
-            ):
-                await self._place_guard(book)
-
-    async def _place_guard(self, book: IntentBook) -> None:
-        """Journal, then send, the position's next crash guard (``live_guard``); a position
-        that cannot have one trades on without it, counted in ``guards_unavailable``."""
-        cfg, pos, market = self.config.crash_guard, book.position, book.market
-        if cfg is None or pos is None:
-            return
-        try:
-            planned = plan_guard(
-                market, pos.intent_id, len(book.guards) + 1, book.held(), pos.entry_price,
-                pos.stop_pct, cfg, reference_price=self._marks.get(pos.symbol_id),
-                open_algo_orders=self._open_algo_orders(market.symbol),
-            )  # fmt: skip
-        except GuardUnavailable as exc:
-            # Planning is pure: tried again at each reconciliation (an algo-order slot may free).
-            self._no_guard(book, exc.reason, str(exc))
-            return
-        order = JournalOrder(
-            planned.client_order_id, pos.intent_id, ROLE_GUARD, market.symbol, "SELL",
-            planned.order_type, planned.quantity, self.ledger.now_ms(), planned.journal_detail(),
-        )  # fmt: skip
-        if not await self.ledger.journal.intent_written(order):
-            self._guard_given_up.add(pos.intent_id)
-            self._no_guard(book, "duplicate_id", f"{order.client_order_id} already journaled")
-            return
-        book.guards.append(order)
-        book.fills[order.client_order_id] = []
-        self._checkpoint("guard_written")
-        self._last_refusal = None
-        await self._place(book, order, planned)
-        refused = book.guards[-1]
-        if refused.status == "REJECTED":
-            # Refused for what it is (filters, "would trigger immediately"): not sent again in
-            # this life; refused for the rate (429, 418): the next reconciliation tries again.
-            if not isinstance(self._last_refusal, RateLimited | IpBanned):
-                self._guard_given_up.add(pos.intent_id)
-            self._no_guard(book, refused.reject_reason, f"{refused.client_order_id} refused")
-        else:
-            self._unguarded.pop(pos.intent_id, None)
-
-    def _no_guard(self, book: IntentBook, reason: str, detail: str) -> None:
-        """Count and log a position left without a guard, once per intent and reason."""
-        intent_id = book.intent.intent_id
-        if self._unguarded.get(intent_id) != reason:
-            self._unguarded[intent_id] = reason
-            self.guards_unavailable[reason] += 1
-            log.warning("position %d trades without a crash guard: %s", intent_id, detail)
-
-    def _open_algo_orders(self, symbol: str) -> int:
-        """Open stop orders on ``symbol`` as the account cache knows them (MAX_NUM_ALGO_ORDERS)."""
-        return sum(
-            1
-            for o in self.cache.open_orders().values()
-            if o.symbol == symbol and o.order_type.startswith(("STOP_LOSS", "TAKE_PROFIT"))
-        )
-
-    async def _release_guard(self, book: IntentBook) -> bool:
-        """Cancel the position's resting guard so its base can be sold, and settle what it did.
-
-        False: its state is unknown (still locking the base), so no exit now. True: the exit
-        may go on — unless the guard had sold the position, which is then closed."""
-        guard = book.resting_guard()
-        if guard is None:
-            return True
-        cid = guard.client_order_id
-        self._in_flight.add(cid)  # its cancel event waits for this answer
-        try:
-            release = await self.guard.release(guard.symbol, cid)
-        except HaltError:
-            raise
-        except BinanceError as exc:
-            self.guard_releases["unknown"] += 1
-            log.warning("crash guard %s not released (%s); exit retried next bar", cid, exc)
-            return False
-        finally:
-            self._in_flight.discard(cid)
-        self.guard_releases[release.status] += 1
-        if release.status == STATUS_ABSENT:
-            await self.ledger.refused(book, guard, REJECT_EXCHANGE_PREFIX + "absent")
-        else:
-            await self.ledger.settle(book, guard, release.order)
-        return True
 
     # -- exits ---------------------------------------------------------------------------------
 
@@ -704,7 +594,7 @@ class LiveExchange:
     async def _exit(self, book: IntentBook, code: int, price: float, time_ms: int, held: int):
         """Release the position's guard, then sell what is left of it at market."""
         intent_id = book.intent.intent_id
-        if not await self._release_guard(book):
+        if not await self.guards.release(book):
             self._deferred[intent_id] = (code, price, time_ms, held)
             return
         self._deferred.pop(intent_id, None)

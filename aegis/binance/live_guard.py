@@ -21,8 +21,9 @@ refused (-2010 insufficient balance) until the guard is released: ``CrashGuard.r
 it and reports how much it had sold (a guard that filled or partly filled while the executor
 looked away is an exit with reason ``crash_guard``, code ``EXIT_CRASH_GUARD``).
 
-This module plans and sends; it journals nothing. ``LiveExchange`` writes each guard to its
-order journal before ``place`` and settles the answers, exactly as for entries and exits.
+This module plans and sends; it journals nothing. ``PositionGuards`` (``position_guards``)
+writes each guard to ``LiveExchange``'s order journal before ``place``, and the exchange settles
+the answers, exactly as for entries and exits.
 """
 
 from __future__ import annotations
